@@ -376,26 +376,29 @@ async def _escalate(
     *,
     strikes: int,
 ) -> None:
+    """K strikes in the window: mute (or ban, if the chat says so). Only a success becomes an event,
+    so a failed mute never hides the message's own outcome in the incident's state."""
     assert record.sender_id is not None
     if chat.ban_on_limit:
         result = await services.tg.ban(record.chat_id, record.sender_id)
-        done, failed, key = "banned", "ban_failed", "notice.banned"
+        done, key = "banned", "notice.banned"
     else:
         result = await services.tg.mute(record.chat_id, record.sender_id, chat.mute_seconds)
-        done, failed, key = "muted", "mute_failed", "notice.muted"
-    detail = {**result.detail(), "strikes": strikes}
+        done, key = "muted", "notice.muted"
+    if not result.ok:
+        out.escalation = f"{done} failed: {result.error}"
+        log.warning("chat %s: %s of user %s failed: %s", record.chat_id, done, record.sender_id, result.error)
+        if result.kind in ("no_rights", "forbidden"):
+            await _warn_missing_right(services, chat, "restrict")
+        return
+    out.escalation = done
+    detail = {**result.detail(), "strikes": strikes, "message": out.status}
     if not chat.ban_on_limit:
         detail["seconds"] = chat.mute_seconds
-    out.escalation = done if result.ok else failed
-    await _append(
-        services, incident_id, [("action", done if result.ok else "none", "model", detail | {"tried": done})]
-    )
-    if result.ok:
-        name = record.sender_name or str(record.sender_id)
-        text = t(key, chat.language, name=name, minutes=max(1, round(chat.mute_seconds / 60)))
-        await services.tg.send_message(record.chat_id, text, thread_id=record.thread_id)
-    elif result.kind in ("no_rights", "forbidden"):
-        await _warn_missing_right(services, chat, "restrict")
+    await _append(services, incident_id, [("action", done, "model", detail)])
+    name = record.sender_name or str(record.sender_id)
+    text = t(key, chat.language, name=name, minutes=max(1, round(chat.mute_seconds / 60)))
+    await services.tg.send_message(record.chat_id, text, thread_id=record.thread_id)
 
 
 async def _post_notice(
@@ -558,17 +561,34 @@ async def review_decision(
         )
         return ReviewResult(answer=t("review.not_admin", lang))
     async with services.db.sessionmaker.begin() as session:
-        pending = await storage.list_pending_review(session=session, chat_id=choice.chat_id)
-    incident = next((i for i in pending if i.id == choice.incident_id), None)
-    if incident is None:
+        incident = await storage.get_incident(session=session, incident_id=choice.incident_id)
+    if incident is None or incident.chat_id != choice.chat_id:
+        return ReviewResult(answer=t("review.unknown", lang))
+    if incident.action_taken != "kept_for_review" or incident.review_result is not None:
         return ReviewResult(answer=t("review.already", lang))
     actor = f"admin:{admin_id}"
+    label = incident.category if choice.delete else "ok"
+    async with services.db.sessionmaker.begin() as session:
+        await storage.append_event(
+            session=session,
+            incident_id=incident.id,
+            kind="review",
+            value="confirmed" if choice.delete else "false_positive",
+            actor=actor,
+        )
+        # The admin's choice is a labelled example for `qinglang train --with-feedback`.
+        await storage.add_training_example(
+            session=session,
+            text=incident.text or "",
+            label=label,
+            actor_id=admin_id,
+            chat_id=incident.chat_id,
+            incident_id=incident.id,
+        )
     if not choice.delete:
-        await _append(services, incident.id, [("review", "false_positive", actor, None)])
         text = t("review.decided_keep", lang, admin=admin_name)
         return ReviewResult(answer=text, new_text=text, outcome=Outcome("ok", incident_id=incident.id))
 
-    await _append(services, incident.id, [("review", "confirmed", actor, None)])
     record = _record_from_incident(incident)
     out = Outcome("ok", category=incident.category, score=incident.score, incident_id=incident.id)
     out = await _delete_and_strike(record, chat, services, incident.id, out, actor=actor)

@@ -107,7 +107,7 @@ class SafeTelegram:
                 wait = _retry_after_seconds(exc)
                 if wait > self.max_retry_after or attempts > self.retries:
                     log.warning("%s: flood control, retry_after=%ss, giving up", what, wait)
-                    return ApiResult(False, error=str(exc), kind="flood", attempts=attempts)
+                    return ApiResult(False, error=exc.message, kind="flood", attempts=attempts)
                 log.info("%s: flood control, waiting %ss", what, wait)
                 await self._sleep(wait)
                 continue
