@@ -39,6 +39,9 @@ class Database:
         return self.engine.dialect.name
 
     async def close(self) -> None:
+        from storage.fastpath import close_writer
+
+        await asyncio.get_running_loop().run_in_executor(None, close_writer, self.engine)
         await self.engine.dispose()
 
 
@@ -101,7 +104,8 @@ def make_engine(url: str | None = None, **kwargs: Any) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
         event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
+    # No pool_pre_ping: it costs a round trip per checkout on the hot path; a broken connection is
+    # invalidated when it fails and the pool replaces it.
     return create_async_engine(url, **kwargs)
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -11,10 +12,11 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
+from storage import fastpath
 from storage.chain import GENESIS, iso, record_hash
 from storage.models import (
     AuditLog,
@@ -196,48 +198,68 @@ async def record_incident(
     (the second call returns the first row with created=False).
     """
     values = _incident_values(incident)
-    chat_id = values["chat_id"]
-    table = Incident.__table__
+    engine = sessionmaker.kw.get("bind")
     try:
-        async with sessionmaker() as session, session.begin():
-            await _lock_chain(session, chat_id)
-            existing_id = (
-                await session.execute(
-                    select(table.c.id).where(
-                        table.c.chat_id == chat_id,
-                        table.c.message_id == values["message_id"],
-                        table.c.edit_key == values["edit_key"],
-                    )
-                )
-            ).scalar_one_or_none()
-            if existing_id is None:
-                last_seq, prev, head_exists = await _chain_head(session, chat_id)
-                values["seq"] = last_seq + 1
-                values["recorded_at"] = utcnow()
-                values["prev_hash"] = prev
-                values["record_hash"] = record_hash("incident", _hash_fields(values), prev)
-                new_id = (
-                    await session.execute(insert(table).values(**values).returning(table.c.id))
-                ).scalar_one()
-                await _advance_head(session, chat_id, values["seq"], values["record_hash"], head_exists)
-    except IntegrityError:
-        # Another writer recorded the same message between our check and insert (only possible when
-        # the chain lock is bypassed): the row that won is the incident.
-        existing_id = None
+        if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql":
+            new_id, created = await fastpath.record_postgres(engine, values)
+        elif isinstance(engine, AsyncEngine) and (writer := fastpath.sqlite_writer(engine)) is not None:
+            new_id, created = await writer.record(values)
+        else:
+            new_id, created = await _record_incident_session(sessionmaker, values)
+    except (IntegrityError, sqlite3.IntegrityError, *_pg_integrity_errors()) as exc:
+        # Two writers raced on the same message past the chain lock (only if the lock is bypassed):
+        # the row that won is the incident.
         async with sessionmaker() as session:
-            found = await _find_incident(session, chat_id, values["message_id"], values["edit_key"])
+            found = await _find_incident(session, values["chat_id"], values["message_id"], values["edit_key"])
         if found is None:
-            raise
+            raise exc
         return found, False
-    if existing_id is not None:
+    if not created:
         async with sessionmaker() as session:
-            found = await session.get(Incident, existing_id)
+            found = await session.get(Incident, new_id)
         assert found is not None
         return found, False
     inc = Incident(id=new_id, **values)
     set_committed_value(inc, "state", None)
     make_transient_to_detached(inc)
     return inc, True
+
+
+async def _record_incident_session(
+    sessionmaker: async_sessionmaker[AsyncSession], values: dict[str, Any]
+) -> tuple[int, bool]:
+    """The portable path (any engine SQLAlchemy supports), used where the fast path does not apply."""
+    chat_id = values["chat_id"]
+    table = Incident.__table__
+    async with sessionmaker() as session, session.begin():
+        await _lock_chain(session, chat_id)
+        existing_id = (
+            await session.execute(
+                select(table.c.id).where(
+                    table.c.chat_id == chat_id,
+                    table.c.message_id == values["message_id"],
+                    table.c.edit_key == values["edit_key"],
+                )
+            )
+        ).scalar_one_or_none()
+        if existing_id is not None:
+            return existing_id, False
+        last_seq, prev, head_exists = await _chain_head(session, chat_id)
+        values["seq"] = last_seq + 1
+        values["recorded_at"] = utcnow()
+        values["prev_hash"] = prev
+        values["record_hash"] = record_hash("incident", _hash_fields(values), prev)
+        new_id = (await session.execute(insert(table).values(**values).returning(table.c.id))).scalar_one()
+        await _advance_head(session, chat_id, values["seq"], values["record_hash"], head_exists)
+    return new_id, True
+
+
+def _pg_integrity_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import asyncpg
+    except ImportError:
+        return ()
+    return (asyncpg.IntegrityConstraintViolationError,)
 
 
 def _detail_text(detail: Any) -> str | None:
