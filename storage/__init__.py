@@ -13,6 +13,7 @@ from storage.engine import (
     upgrade_database,
     upgrade_engine,
 )
+from storage.export import ExportResult, export_records, read_export, verify_database, verify_export
 from storage.models import (
     AuditLog,
     ChainAnchor,
@@ -45,6 +46,8 @@ from storage.records import (
     remove_strike,
     update_chat_settings,
 )
+from storage.reports import create_report_batch, list_report_batches
+from storage.retention import PurgeResult, purge_expired
 
 __all__ = [
     "EVENT_VALUES",
@@ -52,10 +55,12 @@ __all__ = [
     "ChainAnchor",
     "ChatSettings",
     "Database",
+    "ExportResult",
     "Incident",
     "IncidentEvent",
     "IncidentState",
     "NewIncident",
+    "PurgeResult",
     "ReportBatch",
     "SchemaOutOfDate",
     "Strike",
@@ -65,6 +70,8 @@ __all__ = [
     "add_training_example",
     "append_event",
     "check_schema",
+    "create_report_batch",
+    "export_records",
     "find_incident",
     "get_chat_settings",
     "get_incident",
@@ -75,12 +82,17 @@ __all__ = [
     "list_incidents",
     "list_pending_reports",
     "list_pending_review",
+    "list_report_batches",
     "list_training_examples",
     "log_admin_action",
     "open_database",
+    "purge_expired",
+    "read_export",
     "record_incident",
     "remove_strike",
     "update_chat_settings",
     "upgrade_database",
     "upgrade_engine",
+    "verify_database",
+    "verify_export",
 ]
