@@ -74,16 +74,16 @@ def _event_row(m: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _anchor_row(a: ChainAnchor) -> dict[str, Any]:
+def _anchor_row(a: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "record_type": "anchor",
-        "chat_id": a.chat_id,
-        "seq": a.first_seq,
-        "anchor_last_seq": a.last_seq,
-        "event_detail": f"{a.removed_count} records removed by retention purge",
-        "recorded_at": iso(a.created_at),
-        "prev_hash": a.prev_hash,
-        "record_hash": a.record_hash,
+        "chat_id": a["chat_id"],
+        "seq": a["first_seq"],
+        "anchor_last_seq": a["last_seq"],
+        "event_detail": f"{a['removed_count']} records removed by retention purge",
+        "recorded_at": iso(a["created_at"]),
+        "prev_hash": a["prev_hash"],
+        "record_hash": a["record_hash"],
     }
 
 
@@ -106,7 +106,7 @@ async def iter_chain_rows(
         IncidentState, IncidentState.incident_id == Incident.id
     )
     ev = select(IncidentEvent.__table__)
-    anchors = select(ChainAnchor)
+    anchors = select(ChainAnchor.__table__)
     for col_chat, col_time, kind in (
         (Incident.chat_id, Incident.recorded_at, "inc"),
         (IncidentEvent.chat_id, IncidentEvent.recorded_at, "ev"),
@@ -131,7 +131,7 @@ async def iter_chain_rows(
         anchors = anchors.where(ChainAnchor.id < 0)
     inc = inc.order_by(Incident.chat_id, Incident.seq)
     ev = ev.order_by(IncidentEvent.chat_id, IncidentEvent.seq)
-    anchor_rows = [_anchor_row(a) for a in (await conn.execute(anchors)).scalars()]
+    anchor_rows = [_anchor_row(a) for a in (await conn.execute(anchors)).mappings()]
     anchor_rows.sort(key=lambda r: (r["chat_id"], r["seq"]))
 
     # Two server-side cursors merged by (chat_id, seq); anchors are few and held in memory.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import distinct, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.export import FORMATS, iter_chain_rows, write_rows
@@ -37,7 +37,7 @@ async def create_report_batch(
         chats = list(
             (
                 await session.scalars(
-                    select(distinct(IncidentState.chat_id)).where(IncidentState.report_status == "queued")
+                    select(IncidentState.chat_id).where(IncidentState.report_status == "queued").distinct()
                 )
             ).all()
         )
