@@ -1,0 +1,87 @@
+"""`qinglang bench classify`: single-thread classify() speed, load time, training time, memory."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def rss_mb() -> float:
+    """Resident memory of this process, MB (Linux /proc; falls back to the peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sample_messages(count: int, seed: int = 7) -> list[str]:
+    """Typical short messages (10-100 characters), solicitations and chat, from the generator."""
+    from classifier.generate import GeneratorConfig, background_sentences, generate
+    from classifier.seeds import load_seeds
+
+    cfg = GeneratorConfig(seed=seed, per_category=count // 8 + 50, ok_templated=count // 4 + 50, background=0)
+    texts = [e.text for e in generate(load_seeds(), cfg, background=False) if 10 <= len(e.text) <= 100]
+    texts += [t for t, _ in background_sentences() if 10 <= len(t) <= 100][: count // 4]
+    rng = random.Random(seed)
+    rng.shuffle(texts)
+    while len(texts) < count:
+        texts += texts
+    return texts[:count]
+
+
+def run_bench(
+    model: str | None = None,
+    *,
+    count: int = 5000,
+    measure_train: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """The figures as a dict (see the CLI for the table)."""
+    t0 = time.perf_counter()
+    import classifier
+
+    clf = classifier.load(model)
+    clf.classify("加微信了解一下")  # first call builds the lazy parts (tokenizer dictionary)
+    load_s = time.perf_counter() - t0
+    log(f"model {clf.version} loaded in {load_s:.2f} s")
+    msgs = sample_messages(count)
+    for t in msgs[:200]:
+        clf.classify(t)
+    times = []
+    clock = time.perf_counter_ns
+    start = clock()
+    for t in msgs:
+        a = clock()
+        clf.classify(t)
+        times.append(clock() - a)
+    total = (clock() - start) / 1e9
+    times.sort()
+    figures = {
+        "bench": "classify",
+        "model_version": clf.version,
+        "messages": len(msgs),
+        "mean_chars": round(sum(map(len, msgs)) / len(msgs), 1),
+        "msgs_per_s": round(len(msgs) / total, 1),
+        "p50_ms": round(times[len(times) // 2] / 1e6, 4),
+        "p99_ms": round(times[int(len(times) * 0.99)] / 1e6, 4),
+        "max_ms": round(times[-1] / 1e6, 4),
+        "load_s": round(load_s, 3),
+        "train_s": None,
+        "rss_mb": round(rss_mb(), 1),
+    }
+    if measure_train:
+        from classifier.model import train
+        from classifier.seeds import load_seeds
+
+        log("training a model (not saved)...")
+        t1 = time.perf_counter()
+        train(load_seeds())
+        figures["train_s"] = round(time.perf_counter() - t1, 1)
+    return figures

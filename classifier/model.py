@@ -1,0 +1,715 @@
+"""The model: a scikit-learn pipeline for training, a direct fast path for inference, persistence.
+
+Pipeline: NormalizeText -> FeatureUnion(word TF-IDF over jieba tokens, char n-gram TF-IDF,
+contact-feature TF-IDF) -> multinomial LogisticRegression. The fast path (`FastScorer`) does the
+same arithmetic with dict lookups and one small dense gather; a test holds it equal to
+`pipeline.predict_proba` to 1e-9.
+
+A model directory holds `pipeline.joblib` (the fitted pipeline), `fast.npz` + `vocab.json`
+(what the fast path needs, loadable without unpickling) and `model.json` (sidecar: version,
+training-data hash, parameters, library versions, thresholds, metrics, created time, and the
+sha256 of every artifact, checked before anything is read).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from classifier.features import (
+    CharTokenizer,
+    ContactTokenizer,
+    NormalizeText,
+    WordTokenizer,
+    clean_text,
+    make_normalizer,
+    ngrams,
+)
+from classifier.generate import Example, GeneratorConfig, corpus_hash, dedupe, generate
+from classifier.seeds import Seeds
+from classifier.verdict import Thresholds, Verdict, decide
+
+MODEL_FORMAT = 1
+SIDECAR = "model.json"
+PIPELINE_FILE = "pipeline.joblib"
+FAST_FILE = "fast.npz"
+VOCAB_FILE = "vocab.json"
+ARTIFACTS = (PIPELINE_FILE, FAST_FILE, VOCAB_FILE)
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+VERSIONED_LIBRARIES = ("scikit-learn", "numpy", "scipy", "rjieba", "jieba", "opencc", "pypinyin", "snownlp")
+FEATURE_CODE = ("features.py", "normalize.py", "contacts.py")
+
+
+class ModelError(RuntimeError):
+    """A model directory is missing, incomplete, or not one we made."""
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Everything about the model besides the training data."""
+
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (1, 3)
+    word_max_features: int = 60_000
+    char_max_features: int = 100_000
+    min_df: int = 2
+    C: float = 4.0
+    class_weight: str | None = "balanced"
+    max_iter: int = 300
+    engine: str = "rjieba"
+    heldout_share: float = 0.15
+    # Thresholds: the lowest probability at which at most this share of held-out `ok` lines
+    # would be flagged, never below the floor.
+    delete_target_fpr: float = 0.001
+    review_target_fpr: float = 0.005
+    delete_floor: float = 0.7
+    review_floor: float = 0.45
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["word_ngrams"] = list(self.word_ngrams)
+        d["char_ngrams"] = list(self.char_ngrams)
+        return d
+
+
+# --- pipeline ---------------------------------------------------------------------------------
+
+
+def normalized_words(lexicon: Iterable[str], normalizer: Any) -> list[str]:
+    """Lexicon terms as they look after normalization, fit to add to jieba's dictionary."""
+    out = set()
+    for term in lexicon:
+        t = normalizer.normalize(term).text.strip()
+        if len(t) >= 2 and not any(c.isspace() for c in t):
+            out.add(t)
+    return sorted(out)
+
+
+def build_pipeline(lexicon: Sequence[str], words: Sequence[str], params: ModelParams) -> Any:
+    """An unfitted pipeline (raw text in, label probabilities out)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import FeatureUnion, Pipeline
+
+    common = {"token_pattern": None, "lowercase": False, "sublinear_tf": True, "dtype": np.float64}
+    word = TfidfVectorizer(
+        tokenizer=WordTokenizer(words, params.engine),
+        ngram_range=tuple(params.word_ngrams),
+        min_df=params.min_df,
+        max_features=params.word_max_features,
+        **common,
+    )
+    char = TfidfVectorizer(
+        tokenizer=CharTokenizer(),
+        ngram_range=tuple(params.char_ngrams),
+        min_df=params.min_df,
+        max_features=params.char_max_features,
+        **common,
+    )
+    contact = TfidfVectorizer(tokenizer=ContactTokenizer(), **common)
+    return Pipeline(
+        [
+            ("normalize", NormalizeText(lexicon=tuple(lexicon))),
+            ("features", FeatureUnion([("word", word), ("char", char), ("contact", contact)])),
+            (
+                "clf",
+                LogisticRegression(C=params.C, class_weight=params.class_weight, max_iter=params.max_iter),
+            ),
+        ]
+    )
+
+
+def split_heldout(
+    examples: Sequence[Example], share: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Deterministic stratified split (per label and shape) into train and held-out."""
+    groups: dict[tuple[str, str], list[Example]] = {}
+    for ex in examples:
+        groups.setdefault((ex.label, ex.shape), []).append(ex)
+    rng = random.Random(f"split:{seed}")
+    train, held = [], []
+    for key in sorted(groups):
+        items = groups[key]
+        idx = list(range(len(items)))
+        rng.shuffle(idx)
+        k = round(len(items) * share)
+        chosen = set(idx[:k])
+        for i, ex in enumerate(items):
+            (held if i in chosen else train).append(ex)
+    return train, held
+
+
+def choose_thresholds(
+    probs: np.ndarray,
+    labels: Sequence[str],
+    classes: Sequence[str],
+    categories: Sequence[str],
+    params: ModelParams,
+) -> Thresholds:
+    """Per-category delete/review thresholds from held-out probabilities (see ModelParams)."""
+    y = np.asarray(labels)
+    ok = y == "ok"
+    cat_idx = [list(classes).index(c) for c in categories]
+    cat_probs = probs[:, cat_idx]
+    p_bad = cat_probs.sum(axis=1)
+    best = np.asarray(categories)[np.argmax(cat_probs, axis=1)]
+    delete, review = {}, {}
+    grid = np.round(np.arange(0.30, 0.995, 0.01), 2)
+    n_ok = max(1, int(ok.sum()))
+    for c in categories:
+        p_ok = p_bad[ok & (best == c)]
+
+        def lowest(target: float, floor: float, p_ok: np.ndarray = p_ok) -> float:
+            for t in grid:
+                if t >= floor and (p_ok >= t).sum() / n_ok <= target:
+                    return float(t)
+            return 0.99
+
+        delete[c] = lowest(params.delete_target_fpr, params.delete_floor)
+        review[c] = min(delete[c], lowest(params.review_target_fpr, params.review_floor))
+    return Thresholds(delete=delete, review=review)
+
+
+# --- fast path --------------------------------------------------------------------------------
+
+
+class FastScorer:
+    """`pipeline.predict_proba` for one normalized text, done directly."""
+
+    def __init__(
+        self,
+        classes: Sequence[str],
+        coef: np.ndarray,  # (n_features, n_classes), C-contiguous
+        intercept: np.ndarray,
+        idf: np.ndarray,
+        vocabs: Mapping[str, Sequence[str]],  # per vectorizer, terms in column order
+        words: Sequence[str],
+        params: ModelParams,
+    ) -> None:
+        self.classes = tuple(classes)
+        self.coef = np.ascontiguousarray(coef, dtype=np.float64)
+        self.intercept = np.asarray(intercept, dtype=np.float64)
+        self.idf = np.asarray(idf, dtype=np.float64)
+        self.params = params
+        self.names: list[str] = []
+        self.maps: dict[str, dict[str, int]] = {}
+        for part in ("word", "char", "contact"):
+            start = len(self.names)
+            terms = list(vocabs[part])
+            self.maps[part] = {t: start + i for i, t in enumerate(terms)}
+            self.names.extend(f"{part}:{t}" for t in terms)
+        if len(self.names) != self.coef.shape[0] or len(self.idf) != len(self.names):
+            raise ModelError("fast-path arrays do not match the vocabulary")
+        self._words = WordTokenizer(words, params.engine)
+        self._chars = CharTokenizer()
+        self._contacts = ContactTokenizer()
+
+    def features(self, text: str) -> tuple[list[int], np.ndarray]:
+        """Column indices and TF-IDF values (each vectorizer L2-normalized) of `text`."""
+        p = self.params
+        cols: list[int] = []
+        vals: list[float] = []
+        parts = (
+            (self.maps["word"], ngrams(self._words(text), *p.word_ngrams)),
+            (self.maps["char"], ngrams(self._chars(text), *p.char_ngrams)),
+            (self.maps["contact"], self._contacts(text)),
+        )
+        idf = self.idf
+        for vocab, tokens in parts:
+            counts: dict[int, int] = {}
+            get = vocab.get
+            for tok in tokens:
+                j = get(tok)
+                if j is not None:
+                    counts[j] = counts.get(j, 0) + 1
+            if not counts:
+                continue
+            js = list(counts)
+            v = [(math.log(counts[j]) + 1.0) * idf[j] for j in js]
+            norm = math.sqrt(sum(x * x for x in v))
+            if norm > 0:
+                cols.extend(js)
+                vals.extend(x / norm for x in v)
+        return cols, np.asarray(vals, dtype=np.float64)
+
+    def proba(self, text: str) -> tuple[np.ndarray, list[int], np.ndarray]:
+        """(probabilities in `classes` order, columns, values)."""
+        cols, vals = self.features(text)
+        z = self.intercept + (vals @ self.coef[cols] if cols else 0.0)
+        z = z - z.max()
+        e = np.exp(z)
+        return e / e.sum(), cols, vals
+
+    def top_features(self, cols: list[int], vals: np.ndarray, label: str, k: int = 5) -> list[dict]:
+        """The k features that pushed hardest toward `label` (value x weight)."""
+        if not cols:
+            return []
+        ci = self.classes.index(label)
+        contrib = vals * self.coef[cols, ci]
+        order = np.argsort(-contrib, kind="stable")[:k]
+        return [
+            {"feature": self.names[cols[i]], "weight": round(float(contrib[i]), 4)}
+            for i in order
+            if contrib[i] > 0
+        ]
+
+
+def fast_arrays(pipeline: Any) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """The fitted pipeline's numbers, laid out for FastScorer."""
+    union = dict(pipeline.named_steps["features"].transformer_list)
+    clf = pipeline.named_steps["clf"]
+    idfs, vocabs, offset = [], {}, 0
+    for part in ("word", "char", "contact"):
+        vec = union[part]
+        terms = [""] * len(vec.vocabulary_)
+        for t, i in vec.vocabulary_.items():
+            terms[i] = t
+        vocabs[part] = terms
+        idfs.append(vec.idf_)
+        offset += len(terms)
+    arrays = {
+        "coef": np.ascontiguousarray(clf.coef_.T, dtype=np.float64),
+        "intercept": clf.intercept_.astype(np.float64),
+        "idf": np.concatenate(idfs).astype(np.float64),
+    }
+    return arrays, vocabs
+
+
+# --- the classifier ---------------------------------------------------------------------------
+
+
+class _Identity:
+    """Stand-in for a Normalized result when normalization itself failed."""
+
+    def __init__(self, text: str) -> None:
+        self.original = text
+        self.text = text
+
+    def to_original(self, start: int, end: int) -> tuple[int, int]:
+        return start, end
+
+
+class Classifier:
+    """A loaded model: `classify(text) -> Verdict` (docs/interfaces.md)."""
+
+    def __init__(
+        self,
+        scorer: FastScorer,
+        *,
+        lexicon: Sequence[tuple[str, str]],
+        categories: Sequence[str],
+        thresholds: Thresholds,
+        version: str,
+        sidecar: Mapping[str, Any],
+        directory: Path | None = None,
+        pipeline: Any = None,
+    ) -> None:
+        self.scorer = scorer
+        self.categories = tuple(categories)
+        self.thresholds = thresholds
+        self.version = version
+        self.sidecar = dict(sidecar)
+        self.directory = directory
+        self._pipeline = pipeline
+        self.normalizer = make_normalizer([t for t, _ in lexicon])
+        # Seed terms as they look after normalization, indexed by first character.
+        self._terms: dict[str, list[tuple[str, str, str]]] = {}
+        seen = set()
+        for term, cat in lexicon:
+            try:
+                nt = self.normalizer.normalize(term).text.strip()
+            except Exception:
+                continue
+            if nt and (nt, cat) not in seen:
+                seen.add((nt, cat))
+                self._terms.setdefault(nt[0], []).append((nt, term, cat))
+        for lst in self._terms.values():
+            lst.sort(key=lambda x: (-len(x[0]), x[0], x[2]))
+
+    @property
+    def pipeline(self) -> Any:
+        """The fitted scikit-learn pipeline (the reference the fast path must equal)."""
+        if self._pipeline is None:
+            if self.directory is None:
+                raise ModelError("this classifier has no pipeline attached")
+            self._pipeline = load_pipeline(self.directory, self.sidecar)
+        return self._pipeline
+
+    def _normalize(self, text: str) -> Any:
+        try:
+            return self.normalizer.normalize(text)
+        except Exception:  # the normalizer promises not to raise; a verdict matters more
+            return _Identity(text)
+
+    def _match_terms(self, norm: Any) -> list[dict]:
+        text = norm.text
+        found = []
+        i, n = 0, len(text)
+        while i < n:
+            step = 1
+            for nt, _term, cat in self._terms.get(text[i], ()):
+                if text.startswith(nt, i):
+                    end = i + len(nt)
+                    # Short Latin terms (sd, zx) count only as whole words.
+                    if nt.isascii() and (
+                        (i > 0 and text[i - 1].isascii() and text[i - 1].isalnum())
+                        or (end < n and text[end].isascii() and text[end].isalnum())
+                    ):
+                        continue
+                    os_, oe = norm.to_original(i, end)
+                    found.append({"term": nt, "category": cat, "start": int(os_), "end": int(oe)})
+                    step = max(step, len(nt))
+            i += step
+        return found
+
+    def _contacts(self, norm: Any) -> list[dict]:
+        from classifier.contacts import extract_contacts
+
+        out = []
+        try:
+            contacts = extract_contacts(norm.text)
+        except Exception:
+            return out
+        for c in contacts:
+            os_, oe = norm.to_original(c.start, c.end)
+            out.append({"kind": c.kind, "value": c.value, "start": int(os_), "end": int(oe)})
+        return out
+
+    def scores(self, text: str) -> dict[str, float]:
+        """Every label's probability for `text`."""
+        probs, _, _ = self.scorer.proba(clean_text(self._normalize(_clean(text)).text))
+        return dict(zip(self.scorer.classes, map(float, probs), strict=True))
+
+    def classify(self, text: str, thresholds: Mapping[str, float] | None = None) -> Verdict:
+        """The verdict on one message; `thresholds` overrides delete thresholds per category."""
+        text = _clean(text)
+        norm = self._normalize(text)
+        probs, cols, vals = self.scorer.proba(clean_text(norm.text))
+        scores = dict(zip(self.scorer.classes, map(float, probs), strict=True))
+        label, action = decide(scores, self.categories, self.thresholds.with_overrides(thresholds))
+        reasons = {
+            "terms": self._match_terms(norm),
+            "features": self.scorer.top_features(cols, vals, label),
+            "contacts": self._contacts(norm),
+        }
+        return Verdict(
+            label=label,
+            score=scores[label],
+            action=action,
+            scores=scores,
+            reasons=reasons,
+            model_version=self.version,
+        )
+
+    def classify_many(
+        self, texts: Iterable[str], thresholds: Mapping[str, float] | None = None
+    ) -> list[Verdict]:
+        """`classify` for each text, in order."""
+        return [self.classify(t, thresholds) for t in texts]
+
+
+def _clean(text: Any) -> str:
+    return clean_text(text)  # lone surrogates cannot leave Python (rjieba is Rust)
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED_LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def feature_code_digest() -> str:
+    """sha256 of the code that turns text into features (a model trained with other code is stale)."""
+    h = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for name in FEATURE_CODE:
+        p = root / name
+        h.update(name.encode() + b"\0" + (p.read_bytes() if p.exists() else b""))
+    return h.hexdigest()
+
+
+def version_hash(
+    data_hash: str, gen: GeneratorConfig, params: ModelParams, libs: Mapping[str, str], code: str
+) -> str:
+    blob = json.dumps(
+        {
+            "format": MODEL_FORMAT,
+            "data": data_hash,
+            "generator": gen.to_dict(),
+            "params": params.to_dict(),
+            "libraries": dict(libs),
+            "feature_code": code,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class TrainResult:
+    """A fitted model and what to record about it."""
+
+    pipeline: Any
+    classes: tuple[str, ...]
+    categories: tuple[str, ...]
+    lexicon: list[tuple[str, str]]
+    words: list[str]
+    thresholds: Thresholds
+    params: ModelParams
+    generator: GeneratorConfig
+    data_hash: str
+    seeds_digest: str
+    version: str
+    metrics: dict = field(default_factory=dict)
+
+
+def training_corpus(seeds: Seeds, gen: GeneratorConfig, extra: Sequence[Example] = ()) -> list[Example]:
+    """The deduplicated training corpus (generated + background + any extra labelled examples)."""
+    return dedupe([*extra, *generate(seeds, gen)])
+
+
+def train(
+    seeds: Seeds,
+    gen: GeneratorConfig | None = None,
+    params: ModelParams | None = None,
+    *,
+    extra: Sequence[Example] = (),
+    progress: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Generate the corpus, fit on the train split, choose thresholds on the held-out split."""
+    gen = gen or GeneratorConfig()
+    params = params or ModelParams()
+    say = progress or (lambda _msg: None)
+    t0 = time.perf_counter()
+    say("generating examples")
+    corpus = training_corpus(seeds, gen, extra)
+    data_hash = corpus_hash(corpus)
+    lexicon = seeds.lexicon_terms()
+    terms = sorted({t for t, _ in lexicon})
+    normalizer = make_normalizer(terms)
+    words = normalized_words(terms, normalizer)
+    train_set, held = split_heldout(corpus, params.heldout_share, gen.seed)
+    say(f"fitting on {len(train_set)} examples ({len(held)} held out)")
+    pipe = build_pipeline(terms, words, params)
+    pipe.fit([e.text for e in train_set], [e.label for e in train_set])
+    for _, vec in pipe.named_steps["features"].transformer_list:
+        if hasattr(vec, "stop_words_"):
+            del vec.stop_words_  # terms cut by max_features/min_df: large and unused
+    classes = tuple(str(c) for c in pipe.named_steps["clf"].classes_)
+    from classifier import CATEGORIES
+
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    categories = tuple(
+        sorted((c for c in seeds.categories if c in classes), key=lambda c: (order.get(c, 99), c))
+    )
+    say("choosing thresholds on the held-out split")
+    probs = pipe.predict_proba([e.text for e in held])
+    thresholds = choose_thresholds(probs, [e.label for e in held], classes, categories, params)
+    metrics = heldout_metrics(probs, held, classes, categories, thresholds)
+    metrics["train_seconds"] = round(time.perf_counter() - t0, 2)
+    metrics["n_train"] = len(train_set)
+    metrics["n_heldout"] = len(held)
+    libs = library_versions()
+    version = version_hash(data_hash, gen, params, libs, feature_code_digest())
+    return TrainResult(
+        pipe,
+        classes,
+        categories,
+        lexicon,
+        words,
+        thresholds,
+        params,
+        gen,
+        data_hash,
+        seeds.digest,
+        version,
+        metrics,
+    )
+
+
+def heldout_metrics(
+    probs: np.ndarray,
+    held: Sequence[Example],
+    classes: Sequence[str],
+    categories: Sequence[str],
+    th: Thresholds,
+) -> dict:
+    """Per-category precision/recall at the chosen thresholds, and the benign flag rate."""
+    preds = []
+    for row in probs:
+        label, action = decide(dict(zip(classes, row, strict=True)), tuple(categories), th)
+        preds.append(label if action != "pass" else "ok")
+    y = [e.label for e in held]
+    out: dict[str, Any] = {"per_label": {}}
+    for c in [*categories, "ok"]:
+        tp = sum(1 for a, b in zip(y, preds, strict=True) if a == c and b == c)
+        pp = sum(1 for b in preds if b == c)
+        ap = sum(1 for a in y if a == c)
+        prec = tp / pp if pp else 0.0
+        rec = tp / ap if ap else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        out["per_label"][c] = {
+            "precision": round(prec, 4),
+            "recall": round(rec, 4),
+            "f1": round(f1, 4),
+            "n": ap,
+        }
+    oks = [b for a, b in zip(y, preds, strict=True) if a == "ok"]
+    out["heldout_benign_flag_rate"] = round(sum(b != "ok" for b in oks) / max(1, len(oks)), 5)
+    out["heldout_macro_f1"] = round(float(np.mean([out["per_label"][c]["f1"] for c in categories])), 4)
+    return out
+
+
+# --- persistence ------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save(result: TrainResult, directory: str | Path) -> Path:
+    """Write the model directory; returns it."""
+    import joblib
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    joblib.dump(result.pipeline, out / PIPELINE_FILE, compress=3)
+    arrays, vocabs = fast_arrays(result.pipeline)
+    with (out / FAST_FILE).open("wb") as f:
+        np.savez_compressed(f, **arrays)
+    vocab_doc = {"vocabs": vocabs, "words": result.words, "lexicon": [list(p) for p in result.lexicon]}
+    (out / VOCAB_FILE).write_text(
+        json.dumps(vocab_doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8"
+    )
+    sidecar = {
+        "format": MODEL_FORMAT,
+        "version": result.version,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "classes": list(result.classes),
+        "categories": list(result.categories),
+        "thresholds": result.thresholds.to_dict(),
+        "training_data_sha256": result.data_hash,
+        "seeds_sha256": result.seeds_digest,
+        "feature_code_sha256": feature_code_digest(),
+        "generator": result.generator.to_dict(),
+        "params": result.params.to_dict(),
+        "libraries": library_versions(),
+        "metrics": result.metrics,
+        "n_features": int(arrays["coef"].shape[0]),
+        "artifacts": {name: _sha256(out / name) for name in ARTIFACTS},
+    }
+    (out / SIDECAR).write_text(json.dumps(sidecar, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def read_sidecar(directory: str | Path) -> dict:
+    path = Path(directory) / SIDECAR
+    if not path.is_file():
+        raise ModelError(f"{directory}: no {SIDECAR}; not a qinglang model directory")
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    if doc.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{directory}: model format {doc.get('format')!r}, expected {MODEL_FORMAT}")
+    return doc
+
+
+def _verified(directory: Path, sidecar: Mapping[str, Any], name: str) -> Path:
+    path = directory / name
+    expected = sidecar.get("artifacts", {}).get(name)
+    if not path.is_file() or expected is None:
+        raise ModelError(f"{directory}: missing {name}")
+    if _sha256(path) != expected:
+        raise ModelError(f"{path}: content digest does not match {SIDECAR}; refusing to load it")
+    return path
+
+
+def load_pipeline(directory: str | Path, sidecar: Mapping[str, Any] | None = None) -> Any:
+    """Unpickle the fitted pipeline, only after its digest matches the sidecar."""
+    import joblib
+
+    d = Path(directory)
+    sc = sidecar or read_sidecar(d)
+    return joblib.load(_verified(d, sc, PIPELINE_FILE))
+
+
+def params_from_dict(d: Mapping[str, Any]) -> ModelParams:
+    known = {f for f in ModelParams.__dataclass_fields__}
+    kw = {k: v for k, v in d.items() if k in known}
+    for k in ("word_ngrams", "char_ngrams"):
+        if k in kw:
+            kw[k] = tuple(kw[k])
+    return replace(ModelParams(), **kw)
+
+
+def load(path: str | Path | None = None) -> Classifier:
+    """Load a model directory (default: the model shipped in classifier/default_model/)."""
+    d = Path(path) if path is not None else DEFAULT_MODEL_DIR
+    sidecar = read_sidecar(d)
+    vocab = json.loads(_verified(d, sidecar, VOCAB_FILE).read_text(encoding="utf-8"))
+    with np.load(_verified(d, sidecar, FAST_FILE), allow_pickle=False) as z:
+        arrays = {k: z[k] for k in ("coef", "intercept", "idf")}
+    params = params_from_dict(sidecar["params"])
+    scorer = FastScorer(
+        sidecar["classes"],
+        arrays["coef"],
+        arrays["intercept"],
+        arrays["idf"],
+        vocab["vocabs"],
+        vocab["words"],
+        params,
+    )
+    th = sidecar["thresholds"]
+    return Classifier(
+        scorer,
+        lexicon=[(t, c) for t, c in vocab["lexicon"]],
+        categories=sidecar["categories"],
+        thresholds=Thresholds(delete=th["delete"], review=th["review"]),
+        version=sidecar["version"],
+        sidecar=sidecar,
+        directory=d,
+    )
+
+
+def from_result(result: TrainResult) -> Classifier:
+    """A Classifier straight from a training result (no files)."""
+    arrays, vocabs = fast_arrays(result.pipeline)
+    scorer = FastScorer(
+        result.classes,
+        arrays["coef"],
+        arrays["intercept"],
+        arrays["idf"],
+        vocabs,
+        result.words,
+        result.params,
+    )
+    return Classifier(
+        scorer,
+        lexicon=result.lexicon,
+        categories=result.categories,
+        thresholds=result.thresholds,
+        version=result.version,
+        sidecar={"version": result.version},
+        pipeline=result.pipeline,
+    )
