@@ -427,3 +427,13 @@ def corpus_bytes(examples: Iterable[Example]) -> bytes:
 def corpus_hash(examples: Iterable[Example]) -> str:
     """sha256 of `corpus_bytes(examples)`."""
     return hashlib.sha256(corpus_bytes(examples)).hexdigest()
+
+
+def training_corpus(seeds: Seeds, config: GeneratorConfig, extra: Sequence[Example] = ()) -> list[Example]:
+    """The deduplicated training corpus: extra labelled examples first, then the generated ones."""
+    return dedupe([*extra, *generate(seeds, config)])
+
+
+def training_corpus_hash(seeds: Seeds, config: GeneratorConfig) -> str:
+    """What a model's `training_data_sha256` must be for these seeds (without extra examples)."""
+    return corpus_hash(training_corpus(seeds, config))

@@ -37,7 +37,7 @@ from classifier.features import (
     make_normalizer,
     ngrams,
 )
-from classifier.generate import Example, GeneratorConfig, corpus_hash, dedupe, generate
+from classifier.generate import Example, GeneratorConfig, corpus_hash, training_corpus
 from classifier.seeds import Seeds
 from classifier.verdict import Thresholds, Verdict, decide
 
@@ -438,10 +438,12 @@ def library_versions() -> dict[str, str]:
 
 
 def feature_code_digest() -> str:
-    """sha256 of the code that turns text into features (a model trained with other code is stale)."""
+    """sha256 of the code and data that turn text into features (features.py, normalize.py,
+    contacts.py, classifier/data/*): a model trained with other code is stale."""
     h = hashlib.sha256()
     root = Path(__file__).resolve().parent
-    for name in FEATURE_CODE:
+    names = [*FEATURE_CODE, *sorted(f"data/{p.name}" for p in (root / "data").glob("*") if p.is_file())]
+    for name in names:
         p = root / name
         h.update(name.encode() + b"\0" + (p.read_bytes() if p.exists() else b""))
     return h.hexdigest()
@@ -480,11 +482,6 @@ class TrainResult:
     seeds_digest: str
     version: str
     metrics: dict = field(default_factory=dict)
-
-
-def training_corpus(seeds: Seeds, gen: GeneratorConfig, extra: Sequence[Example] = ()) -> list[Example]:
-    """The deduplicated training corpus (generated + background + any extra labelled examples)."""
-    return dedupe([*extra, *generate(seeds, gen)])
 
 
 def train(

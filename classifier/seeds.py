@@ -76,6 +76,26 @@ def _str_list(value: object, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _parse_templates(doc: dict, name: str, *, with_label: bool) -> list[tuple[str, Template]]:
+    templates = []
+    for i, t in enumerate(doc.get("template", [])):
+        shape = t.get("shape")
+        where = f"{name} template #{i + 1} ({shape!r})"
+        if not isinstance(shape, str) or not shape:
+            raise SeedError(f"{where}: missing `shape`")
+        weight = t.get("weight", 1)
+        if not isinstance(weight, int | float) or weight <= 0:
+            raise SeedError(f"{where}: `weight` must be a positive number")
+        lines = _str_list(t.get("lines"), f"{where} lines")
+        if not lines:
+            raise SeedError(f"{where}: no lines")
+        label = t.get("label", "")
+        if with_label and (not isinstance(label, str) or not label):
+            raise SeedError(f"{where}: templates in {COMMON_FILE} need a `label`")
+        templates.append((label, Template(shape=shape, weight=float(weight), lines=lines)))
+    return templates
+
+
 def _parse_file(path: Path, data: bytes, *, common: bool) -> tuple[LabelSeeds | None, dict]:
     name = path.name
     try:
@@ -97,19 +117,7 @@ def _parse_file(path: Path, data: bytes, *, common: bool) -> tuple[LabelSeeds | 
     if path.stem != label:
         raise SeedError(f"{name}: label {label!r} does not match the file name")
     lexicon = _str_list(doc.get("lexicon", []), f"{name} lexicon")
-    templates = []
-    for i, t in enumerate(doc.get("template", [])):
-        shape = t.get("shape")
-        where = f"{name} template #{i + 1} ({shape!r})"
-        if not isinstance(shape, str) or not shape:
-            raise SeedError(f"{where}: missing `shape`")
-        weight = t.get("weight", 1)
-        if not isinstance(weight, int | float) or weight <= 0:
-            raise SeedError(f"{where}: `weight` must be a positive number")
-        lines = _str_list(t.get("lines"), f"{where} lines")
-        if not lines:
-            raise SeedError(f"{where}: no lines")
-        templates.append(Template(shape=shape, weight=float(weight), lines=lines))
+    templates = [t for _, t in _parse_templates(doc, name, with_label=False)]
     if not templates:
         raise SeedError(f"{name}: no [[template]]")
     return LabelSeeds(label, lexicon, slots, tuple(templates), name), slots
@@ -161,12 +169,15 @@ def load_seeds(directory: str | Path | None = None, *, labels: Iterable[str] | N
         raise SeedError(f"{root}: no seed files")
     h = hashlib.sha256()
     common: dict[str, tuple[str, ...]] = {}
+    common_templates: list[tuple[str, Template]] = []
     parsed: dict[str, LabelSeeds] = {}
     for path in files:
         data = path.read_bytes()
         h.update(path.name.encode() + b"\0" + hashlib.sha256(data).digest())
         if path.name == COMMON_FILE:
             _, common = _parse_file(path, data, common=True)
+            doc = tomllib.loads(data.decode("utf-8"))
+            common_templates = _parse_templates(doc, path.name, with_label=True)
         elif not path.name.startswith("_"):
             ls, _ = _parse_file(path, data, common=False)
             assert ls is not None
@@ -175,6 +186,14 @@ def load_seeds(directory: str | Path | None = None, *, labels: Iterable[str] | N
         raise SeedError(f"{root}: no ok.toml (benign examples are required)")
     if len(parsed) < 2:
         raise SeedError(f"{root}: need at least one category besides ok")
+    # Shapes written in common.toml join their label's own (their shape names say where from).
+    for label, tpl in common_templates:
+        if label not in parsed:
+            if labels is not None:
+                continue
+            raise SeedError(f"{COMMON_FILE} template {tpl.shape!r}: unknown label {label!r}")
+        ls = parsed[label]
+        parsed[label] = LabelSeeds(ls.label, ls.lexicon, ls.slots, (*ls.templates, tpl), ls.path)
     for ls in parsed.values():
         merged = dict(common)
         merged.update(ls.slots)

@@ -62,7 +62,9 @@ class Thresholds:
         return {"delete": dict(self.delete), "review": dict(self.review)}
 
 
-def decide(scores: Mapping[str, float], categories: tuple[str, ...], thresholds: Thresholds) -> tuple[str, str]:
+def decide(
+    scores: Mapping[str, float], categories: tuple[str, ...], thresholds: Thresholds
+) -> tuple[str, str]:
     """(label, action) from the label probabilities.
 
     The action is judged on the probability that the message is any solicitation (1 - p(ok)),

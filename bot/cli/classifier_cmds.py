@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,8 @@ def _feedback_examples(url: str) -> list[Any]:
     default=None,
     help="Seed directory (default: the package's seeds).",
 )
+@click.option("--examples", type=int, default=None, help="Generated lines per category (ok: twice that).")
+@click.option("--background", type=int, default=None, help="Real background sentences added as ok.")
 @click.option(
     "--with-feedback",
     "feedback_url",
@@ -148,7 +151,13 @@ def _feedback_examples(url: str) -> list[Any]:
     help="Also learn from admins' review decisions stored in this database.",
 )
 def train_cmd(
-    out: str | None, install: bool, seed: int | None, seeds_dir: str | None, feedback_url: str | None
+    out: str | None,
+    install: bool,
+    seed: int | None,
+    seeds_dir: str | None,
+    examples: int | None,
+    background: int | None,
+    feedback_url: str | None,
 ) -> None:
     """Generate examples from the seeds, fit the model, choose thresholds, save it."""
     from classifier import model as m
@@ -159,7 +168,13 @@ def train_cmd(
         raise click.UsageError("give --out or --install, not both")
     target = m.DEFAULT_MODEL_DIR if install else Path(out or "qinglang-model")
     seeds = load_seeds(seeds_dir)
-    gen = GeneratorConfig() if seed is None else GeneratorConfig(seed=seed)
+    gen = GeneratorConfig()
+    if seed is not None:
+        gen = replace(gen, seed=seed)
+    if examples is not None:
+        gen = replace(gen, per_category=examples, ok_templated=2 * examples)
+    if background is not None:
+        gen = replace(gen, background=background)
     extra = _feedback_examples(feedback_url) if feedback_url else []
     stages = ["generating examples", "fitting", "choosing thresholds", "saving"]
     t0 = time.perf_counter()
