@@ -1,0 +1,422 @@
+"""Text normalization against evasive spelling, with a map back to the original text.
+
+Steps, in order (tables in classifier/data/normalize.toml):
+ 1. per character: NFKC, lowercase, OpenCC t2s (one character at a time, so the length is
+    kept and the result cannot depend on neighbours), emoji used as words -> words;
+    format, control, surrogate and combining characters dropped; any whitespace -> " ".
+ 2. separator runs between two Han characters removed ("冰 . 毒" -> "冰毒"); other whitespace
+    runs -> one space; ends stripped.
+ 3. runs of >= 5 number-like characters with Chinese digits -> ASCII digits.
+ 4. contact cues -> canonical tokens (微信, qq, 电报), single-character cues only in context.
+ 5. pinyin spellings of lexicon terms -> the terms; then step 2 again for the Han just made.
+
+Every step is a regex substitution whose callback is shared by the fast path (`normalize_text`,
+plain `re.sub`) and the offset-keeping path (`normalize`), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import tomllib
+import unicodedata
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+DATA_PATH = Path(__file__).parent / "data" / "normalize.toml"
+
+# Han ideographs (CJK unified + extension A..H + compatibility, which NFKC folds) and 〇.
+HAN = "\u3007\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+_HAN_RE = re.compile(f"[{HAN}]")
+_DROP_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Mn", "Me"})
+_ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_ASCII_ID_AFTER = re.compile(r" ?[:@]| ?[a-z0-9][-_a-z0-9]{4}")
+_HAN_ID_AFTER = re.compile(r" ?[:@]| ?[a-z0-9]")
+
+Replacer = Callable[[re.Match[str]], str]
+Step = tuple[re.Pattern[str], Replacer]
+_MAX_ROUNDS = 6  # every round only removes or canonicalizes, so two or three suffice in practice
+
+
+@dataclass(frozen=True)
+class Normalized:
+    """A normalized text and where each of its characters came from in the original."""
+
+    original: str
+    text: str
+    offsets: tuple[int, ...]  # offsets[i]: index in `original` of the source of text[i]
+    ends: tuple[int, ...]  # ends[i]: end (exclusive) in `original` of the source of text[i]
+
+    def to_original(self, start: int, end: int) -> tuple[int, int]:
+        """The span of `original` that text[start:end] came from (end exclusive)."""
+        n = len(self.text)
+        start = min(max(start, 0), n)
+        end = min(max(end, start), n)
+        if start == end:
+            pos = self.offsets[start] if start < n else len(self.original)
+            return pos, pos
+        return self.offsets[start], self.ends[end - 1]
+
+
+@lru_cache(maxsize=1)
+def load_tables(path: str = str(DATA_PATH)) -> dict[str, Any]:
+    """The parsed data file (cached; the tables are read-only)."""
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+@lru_cache(maxsize=1)
+def _t2s() -> Any:
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+def _is_han(ch: str) -> bool:
+    return _HAN_RE.match(ch) is not None
+
+
+class _CharMap(dict[int, str]):
+    """str.translate table filled on first sight of each code point (a dict hit afterwards)."""
+
+    def __init__(self, emoji: dict[str, str]) -> None:
+        super().__init__()
+        self._emoji = emoji
+        self._lock = threading.Lock()
+        self.irregular = _Irregular(self)
+
+    def _step(self, ch: str) -> str:
+        if ch in self._emoji:
+            return self._emoji[ch]
+        if ch.isspace():
+            return " "
+        if unicodedata.category(ch) in _DROP_CATEGORIES:
+            return ""
+        out = unicodedata.normalize("NFKC", ch).lower()
+        if out != ch:
+            return out
+        if _is_han(ch):
+            try:
+                conv = _t2s().convert(ch)
+            except Exception:  # a converter failure must not break normalization
+                conv = ch
+            if len(conv) == 1:
+                return conv
+        return ch
+
+    def map_char(self, ch: str) -> str:
+        s = ch
+        for _ in range(6):
+            nxt = "".join(self._step(c) for c in s)
+            if nxt == s:
+                return s
+            s = nxt
+        return ""  # no fixpoint: dropping the character keeps normalization idempotent
+
+    def __missing__(self, code: int) -> str:
+        out = self.map_char(chr(code))
+        with self._lock:
+            self[code] = out
+        return out
+
+
+class _Irregular(dict[int, Any]):
+    """translate table that deletes the characters the char map turns into exactly one."""
+
+    def __init__(self, cmap: _CharMap) -> None:
+        super().__init__()
+        self._cmap = cmap
+
+    def __missing__(self, code: int) -> Any:
+        out = None if len(self._cmap[code]) == 1 else code
+        self[code] = out
+        return out
+
+
+def _class_from(chars: str, ranges: Iterable[Iterable[str]]) -> str:
+    parts = [re.escape(c) for c in dict.fromkeys(chars)]
+    for lo, hi in ranges:
+        parts.append(f"{re.escape(chr(int(lo, 16)))}-{re.escape(chr(int(hi, 16)))}")
+    return "".join(parts)
+
+
+def _trie_pattern(seqs: Iterable[tuple[list[str], str]]) -> str:
+    """One regex for many alternatives, factored on shared prefixes (atoms are regex pieces).
+
+    Each alternative is (atoms, tail): tail is a lookaround checked when it ends. Longer
+    alternatives are tried first. Factoring lets `re` skip fast to positions that can start a
+    match, which a flat alternation of 600 spellings cannot.
+    """
+    trie: dict[str, Any] = {}
+    for atoms, tail in seqs:
+        node = trie
+        for atom in atoms:
+            node = node.setdefault(atom, {})
+        node.setdefault("", set()).add(tail)
+
+    def emit(node: dict[str, Any]) -> str:
+        alts = [atom + emit(child) for atom, child in sorted(node.items()) if atom]
+        tails = sorted(node.get("", ()))
+        if tails:
+            alts.append(tails[0] if len(tails) == 1 else "(?:" + "|".join(tails) + ")")
+        return alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+
+    return emit(trie)
+
+
+def _first_atom(ch: str, not_before: str) -> str:
+    """`ch`, then a check that the character before it is not in the class `not_before`."""
+    return re.escape(ch) + (f"(?<![{not_before}](?s:.))" if not_before else "")
+
+
+def _cue_atoms(word: str) -> tuple[list[str], str]:
+    """A cue kept away from neighbouring ASCII letters/digits on its ASCII ends."""
+    atoms = [_first_atom(word[0], "a-z0-9" if word[0] in _ASCII_ALNUM else "")]
+    atoms += [re.escape(c) for c in word[1:]]
+    return atoms, "(?![a-z])" if word[-1] in _ASCII_ALNUM else ""
+
+
+class Normalizer:
+    """Folds evasive spellings; `lexicon` terms also get their pinyin spellings folded back."""
+
+    def __init__(self, lexicon: Iterable[str] = ()) -> None:
+        tables = load_tables()
+        emoji = {k.replace("\ufe0f", ""): v for k, v in tables["emoji"].items()}
+        self._cmap = _CharMap(emoji)
+
+        sep = tables["separators"]
+        sep_class = _class_from(sep["chars"] + "\u3000", sep["ranges"])
+        self._sep_chars = frozenset(sep["chars"]) | {" "}
+        # Separators between Han (or Han and the ASCII canonical "qq"): removed. Whitespace
+        # elsewhere: one space.
+        self._collapse_re = re.compile(
+            # the lookbehind sits after the first separator so `re` can skip ahead to separators
+            rf"(?P<cut>[{sep_class}](?<=[{HAN}](?s:.))[{sep_class}]*(?=[{HAN}]))|(?P<ws>  +)"
+        )
+
+        num = tables["numerals"]
+        self._digits = str.maketrans(num["digits"])
+        num_class = re.escape("".join(num["digits"]))
+        self._num_re = re.compile(rf"[{num_class}0-9]{{{int(num['min_run'])},}}")
+        self._num_chars = frozenset(num["digits"])
+
+        cues = tables["cues"]
+        self._verbs = tuple(sorted(cues["verbs"], key=len, reverse=True))
+        self._cue: dict[str, tuple[str, bool]] = {}  # variant -> (canonical, contextual)
+        for fam in cues.values():
+            if not isinstance(fam, dict):
+                continue
+            for v in fam["always"]:
+                self._cue[v] = (fam["canonical"], False)
+            for v in fam["contextual"]:
+                self._cue.setdefault(v, (fam["canonical"], True))
+        variants = sorted(self._cue, key=lambda v: (-len(v), v))
+        self._cue_re = re.compile(_trie_pattern(_cue_atoms(v) for v in variants))
+
+        self._strip_re = re.compile(r"^ +| +$")
+
+        pin = tables["pinyin"]
+        self._pinyin_re: re.Pattern[str] | None = None
+        self._pinyin_map: dict[str, str] = {}
+        self._pinyin_map, self._pinyin_re = self._build_pinyin(
+            lexicon, int(pin["min_letters"]), int(pin["min_initials"]), frozenset(pin["english"])
+        )
+        self._tidy, self._make = self._steps()
+
+    # --- building ----------------------------------------------------------------------------
+
+    def _steps(self) -> tuple[list[Step], list[Step]]:
+        """(steps that only tidy, steps that make new Han/ASCII tokens and so may need a rerun)."""
+        tidy: list[Step] = [(self._collapse_re, self._collapse_one), (self._num_re, self._num_one)]
+        make: list[Step] = [(self._cue_re, self._cue_one)]
+        if self._pinyin_re is not None:
+            make.append((self._pinyin_re, self._pinyin_one))
+        return tidy, make
+
+    def _base_text(self, text: str) -> str:
+        """The text as the Normalizer would make it without pinyin (the form lexicon terms take)."""
+        self._tidy, self._make = self._steps()
+        return self.normalize_text(text)
+
+    def _build_pinyin(
+        self, lexicon: Iterable[str], min_letters: int, min_initials: int, english: frozenset[str]
+    ) -> tuple[dict[str, str], re.Pattern[str] | None]:
+        from pypinyin import Style, lazy_pinyin
+
+        spellings: dict[str, str] = {}  # joined spelling -> term
+        spaced: list[list[str]] = []
+        clash: set[str] = set()
+
+        def add(key: str, term: str) -> None:
+            if key in spellings and spellings[key] != term:
+                clash.add(key)
+            spellings.setdefault(key, term)
+
+        for raw in sorted(set(lexicon)):
+            if not isinstance(raw, str):
+                continue
+            term = self._base_text(raw)
+            if len(term) < 2 or not all(_is_han(c) for c in term):
+                continue
+            syllables = [s.lower() for s in lazy_pinyin(term, style=Style.NORMAL, errors="ignore")]
+            if len(syllables) != len(term) or not all(s.isascii() and s.isalpha() for s in syllables):
+                continue
+            joined = "".join(syllables)
+            if len(joined) < min_letters or joined in english:
+                continue
+            add(joined, term)
+            spaced.append(syllables)
+            initials = "".join(s[0] for s in syllables)
+            if len(initials) >= min_initials and initials not in english:
+                add(initials, term)
+        for key in clash:  # one spelling, two terms: guessing would invent matches
+            spellings.pop(key, None)
+        if not spellings:
+            return {}, None
+        gap = r"[ .\-_*/|]{0,3}"
+        not_before = r"a-z0-9@_./\-"
+        tail = r"(?![a-z0-9_@]|\.[a-z0-9])"
+        seqs = [([_first_atom(k[0], not_before), *map(re.escape, k[1:])], tail) for k in spellings]
+        for syl in spaced:
+            if "".join(syl) in spellings:
+                atoms = []
+                for i, part in enumerate(syl):
+                    atoms += [re.escape(c) for c in part] + ([gap] if i < len(syl) - 1 else [])
+                atoms[0] = _first_atom(syl[0][0], not_before)
+                seqs.append((atoms, tail))
+        pattern = re.compile(_trie_pattern(seqs))
+        return spellings, pattern
+
+    # --- step callbacks (shared by both paths) -----------------------------------------------
+
+    @staticmethod
+    def _collapse_one(m: re.Match[str]) -> str:
+        return "" if m.lastgroup == "cut" else " "
+
+    def _num_one(self, m: re.Match[str]) -> str:
+        run = m.group()
+        if self._num_chars.isdisjoint(run):
+            return run
+        return run.translate(self._digits)
+
+    def _cue_one(self, m: re.Match[str]) -> str:
+        word = m.group()
+        canonical, contextual = self._cue[word]
+        if not contextual:
+            return canonical
+        s, a, b = m.string, m.start(), m.end()
+        ascii_cue = word[0] in _ASCII_ALNUM
+        nxt = s[b : b + 1]
+        # verb before, separators allowed in between
+        i = a
+        while i > 0 and s[i - 1] in self._sep_chars and s[i - 1] != "+":
+            i -= 1
+        before = s[max(0, i - 4) : i]
+        if before.endswith(self._verbs) and (ascii_cue or not _is_han(nxt or "a")):
+            return canonical
+        # otherwise: a colon / @ / id right after, and no Han word right before
+        if a > 0 and not ascii_cue and _is_han(s[a - 1]):
+            return word
+        # a lone ASCII letter needs a real id after it ("v2" is a version, "v 123456" a cue)
+        ok = (_ASCII_ID_AFTER if ascii_cue else _HAN_ID_AFTER).match(s, b) is not None
+        return canonical if ok else word
+
+    def _pinyin_one(self, m: re.Match[str]) -> str:
+        key = re.sub(r"[^a-z]", "", m.group())
+        return self._pinyin_map.get(key, m.group())
+
+    # --- public ------------------------------------------------------------------------------
+
+    def normalize_text(self, text: str) -> str:
+        """The normalized text alone (same as `normalize(text).text`, without the offset map)."""
+        if not isinstance(text, str):
+            text = str(text)
+        tidy, make = self._tidy, self._make
+        s = text.translate(self._cmap)
+        for _ in range(_MAX_ROUNDS):
+            for pattern, fn in tidy:
+                s = pattern.sub(fn, s)
+            made = s
+            for pattern, fn in make:
+                made = pattern.sub(fn, made)
+            if made == s:
+                break
+            # New tokens change their neighbours' context (separators now between Han, a cue
+            # now next to an id): tidy again and repeat until nothing changes.
+            s = made
+        return self._strip_re.sub("", s)
+
+    def normalize(self, text: str) -> Normalized:
+        """Normalized text with the offset map back to `text`; never raises on a str."""
+        if not isinstance(text, str):
+            text = str(text)
+        tidy, make = self._tidy, self._make
+        cmap = self._cmap
+        s = text.translate(cmap)
+        if len(s) == len(text) and not text.translate(cmap.irregular):
+            offs = list(range(len(s)))  # every character mapped to exactly one: the usual case
+            ends = list(range(1, len(s) + 1))
+        else:
+            offs, ends = [], []
+            for i, ch in enumerate(text):
+                out = cmap[ord(ch)]
+                if out:
+                    offs.extend([i] * len(out))
+                    ends.extend([i + 1] * len(out))
+                elif ends and ends[-1] == i and unicodedata.category(ch) in ("Mn", "Me"):
+                    # a dropped combining mark (U+FE0F, a keycap) belongs to the character before
+                    for j in range(len(ends) - 1, -1, -1):
+                        if ends[j] != i:
+                            break
+                        ends[j] = i + 1
+        for _ in range(_MAX_ROUNDS):
+            for pattern, fn in tidy:
+                s, offs, ends = _sub_tracked(pattern, fn, s, offs, ends)
+            made = (s, offs, ends)
+            for pattern, fn in make:
+                made = _sub_tracked(pattern, fn, *made)
+            if made[0] == s:
+                break
+            s, offs, ends = made
+        s, offs, ends = _sub_tracked(self._strip_re, _drop, s, offs, ends)
+        return Normalized(original=text, text=s, offsets=tuple(offs), ends=tuple(ends))
+
+
+def _drop(m: re.Match[str]) -> str:
+    return ""
+
+
+def _sub_tracked(
+    pattern: re.Pattern[str], fn: Replacer, s: str, offs: list[int], ends: list[int]
+) -> tuple[str, list[int], list[int]]:
+    """`pattern.sub(fn, s)` that also carries the offset maps along."""
+    pieces: list[str] = []
+    noffs: list[int] = []
+    nends: list[int] = []
+    last = 0
+    for m in pattern.finditer(s):
+        rep = fn(m)
+        a, b = m.span()
+        if rep == m.group() or a == b:
+            continue
+        pieces.append(s[last:a])
+        noffs.extend(offs[last:a])
+        nends.extend(ends[last:a])
+        pieces.append(rep)
+        k, span = len(rep), b - a
+        for j in range(k):
+            # spread the replacement over the matched characters, in order
+            lo = a + (j * span) // k
+            hi = a + -(-((j + 1) * span) // k)
+            noffs.append(offs[lo])
+            nends.append(ends[hi - 1])
+        last = b
+    if last == 0:
+        return s, offs, ends
+    pieces.append(s[last:])
+    noffs.extend(offs[last:])
+    nends.extend(ends[last:])
+    return "".join(pieces), noffs, nends
