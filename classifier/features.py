@@ -8,13 +8,12 @@ Word tokens come from rjieba (jieba-rs: jieba's dictionary and algorithm, ~20x f
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import threading
 from collections.abc import Sequence
 from typing import Any
-
-from sklearn.base import BaseEstimator, TransformerMixin
 
 _lock = threading.Lock()
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
@@ -34,32 +33,6 @@ def make_normalizer(lexicon: Sequence[str]) -> Any:
     from classifier.normalize import Normalizer
 
     return Normalizer(lexicon=list(lexicon))
-
-
-class NormalizeText(TransformerMixin, BaseEstimator):
-    """Pipeline step: raw texts -> normalized texts (the model only ever sees these)."""
-
-    def __init__(self, lexicon: Sequence[str] = ()) -> None:
-        self.lexicon = lexicon
-
-    def fit(self, X: Any, y: Any = None) -> NormalizeText:
-        return self
-
-    def _normalizer(self) -> Any:
-        n = self.__dict__.get("_normalizer_obj")
-        if n is None:
-            n = make_normalizer(self.lexicon)
-            self.__dict__["_normalizer_obj"] = n
-        return n
-
-    def transform(self, X: Any) -> list[str]:
-        n = self._normalizer()
-        return [clean_text(n.normalize(clean_text(x)).text) for x in X]
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state.pop("_normalizer_obj", None)
-        return state
 
 
 class WordTokenizer:
@@ -139,5 +112,54 @@ def ngrams(tokens: list[str], lo: int, hi: int) -> list[str]:
     out = list(tokens) if lo == 1 else []
     n_tok = len(tokens)
     for n in range(max(lo, 2), min(hi, n_tok) + 1):
-        out.extend(" ".join(tokens[i : i + n]) for i in range(n_tok - n + 1))
+        if n == 2:
+            out.extend([a + " " + b for a, b in itertools.pairwise(tokens)])
+        elif n == 3:
+            trios = zip(tokens, tokens[1:], tokens[2:], strict=False)
+            out.extend([a + " " + b + " " + c for a, b, c in trios])
+        else:
+            out.extend(" ".join(tokens[i : i + n]) for i in range(n_tok - n + 1))
     return out
+
+
+def _make_normalize_text() -> type:
+    # Built on first use: importing scikit-learn costs ~1.5 s, and a loaded model (fast path)
+    # never needs it. Pickles still find the class as classifier.features.NormalizeText.
+    from sklearn.base import BaseEstimator, TransformerMixin
+
+    class NormalizeText(TransformerMixin, BaseEstimator):
+        """Pipeline step: raw texts -> normalized texts (the model only ever sees these)."""
+
+        def __init__(self, lexicon: Sequence[str] = ()) -> None:
+            self.lexicon = lexicon
+
+        def fit(self, X: Any, y: Any = None) -> NormalizeText:
+            return self
+
+        def _normalizer(self) -> Any:
+            n = self.__dict__.get("_normalizer_obj")
+            if n is None:
+                n = make_normalizer(self.lexicon)
+                self.__dict__["_normalizer_obj"] = n
+            return n
+
+        def transform(self, X: Any) -> list[str]:
+            n = self._normalizer()
+            return [clean_text(n.normalize(clean_text(x)).text) for x in X]
+
+        def __getstate__(self) -> dict:
+            state = dict(self.__dict__)
+            state.pop("_normalizer_obj", None)
+            return state
+
+    NormalizeText.__module__ = __name__
+    NormalizeText.__qualname__ = "NormalizeText"
+    return NormalizeText
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NormalizeText":
+        cls = _make_normalize_text()
+        globals()["NormalizeText"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

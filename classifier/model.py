@@ -19,6 +19,7 @@ import math
 import platform
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -28,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from classifier import features
 from classifier.features import (
     CharTokenizer,
     ContactTokenizer,
-    NormalizeText,
     WordTokenizer,
     clean_text,
     make_normalizer,
@@ -74,8 +75,8 @@ class ModelParams:
     # would be flagged, never below the floor.
     delete_target_fpr: float = 0.001
     review_target_fpr: float = 0.005
-    delete_floor: float = 0.7
-    review_floor: float = 0.45
+    delete_floor: float = 0.8
+    review_floor: float = 0.6
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -95,6 +96,13 @@ def normalized_words(lexicon: Iterable[str], normalizer: Any) -> list[str]:
         if len(t) >= 2 and not any(c.isspace() for c in t):
             out.add(t)
     return sorted(out)
+
+
+def contacts_available() -> bool:
+    """Whether classifier.contacts exists (contact features are used only when it does)."""
+    import importlib.util
+
+    return importlib.util.find_spec("classifier.contacts") is not None
 
 
 def build_pipeline(lexicon: Sequence[str], words: Sequence[str], params: ModelParams) -> Any:
@@ -118,11 +126,13 @@ def build_pipeline(lexicon: Sequence[str], words: Sequence[str], params: ModelPa
         max_features=params.char_max_features,
         **common,
     )
-    contact = TfidfVectorizer(tokenizer=ContactTokenizer(), **common)
+    parts = [("word", word), ("char", char)]
+    if contacts_available():
+        parts.append(("contact", TfidfVectorizer(tokenizer=ContactTokenizer(), **common)))
     return Pipeline(
         [
-            ("normalize", NormalizeText(lexicon=tuple(lexicon))),
-            ("features", FeatureUnion([("word", word), ("char", char), ("contact", contact)])),
+            ("normalize", features.NormalizeText(lexicon=tuple(lexicon))),
+            ("features", FeatureUnion(parts)),
             (
                 "clf",
                 LogisticRegression(C=params.C, class_weight=params.class_weight, max_iter=params.max_iter),
@@ -202,12 +212,13 @@ class FastScorer:
         self.coef = np.ascontiguousarray(coef, dtype=np.float64)
         self.intercept = np.asarray(intercept, dtype=np.float64)
         self.idf = np.asarray(idf, dtype=np.float64)
+        self._idf = self.idf.tolist()  # per-element access to Python floats is far faster
         self.params = params
         self.names: list[str] = []
         self.maps: dict[str, dict[str, int]] = {}
         for part in ("word", "char", "contact"):
             start = len(self.names)
-            terms = list(vocabs[part])
+            terms = list(vocabs.get(part, ()))
             self.maps[part] = {t: start + i for i, t in enumerate(terms)}
             self.names.extend(f"{part}:{t}" for t in terms)
         if len(self.names) != self.coef.shape[0] or len(self.idf) != len(self.names):
@@ -216,38 +227,51 @@ class FastScorer:
         self._chars = CharTokenizer()
         self._contacts = ContactTokenizer()
 
-    def features(self, text: str) -> tuple[list[int], np.ndarray]:
-        """Column indices and TF-IDF values (each vectorizer L2-normalized) of `text`."""
+    def features(self, text: str, contacts: Sequence[Any] | None = None) -> tuple[list[int], np.ndarray]:
+        """Column indices and TF-IDF values (each vectorizer L2-normalized) of `text`;
+        `contacts`: extract_contacts(text) when the caller has it already."""
         p = self.params
         cols: list[int] = []
         vals: list[float] = []
-        parts = (
+        parts = [
             (self.maps["word"], ngrams(self._words(text), *p.word_ngrams)),
             (self.maps["char"], ngrams(self._chars(text), *p.char_ngrams)),
-            (self.maps["contact"], self._contacts(text)),
-        )
-        idf = self.idf
+        ]
+        if self.maps["contact"]:
+            if contacts is None:
+                parts.append((self.maps["contact"], self._contacts(text)))
+            else:
+                from classifier.contacts import contact_features
+
+                parts.append((self.maps["contact"], list(contact_features(contacts))))
+        idf = self._idf
+        log = math.log
         for vocab, tokens in parts:
-            counts: dict[int, int] = {}
             get = vocab.get
-            for tok in tokens:
+            js: list[int] = []
+            v: list[float] = []
+            for tok, cnt in Counter(tokens).items():
                 j = get(tok)
                 if j is not None:
-                    counts[j] = counts.get(j, 0) + 1
-            if not counts:
+                    js.append(j)
+                    v.append((log(cnt) + 1.0) * idf[j])
+            if not js:
                 continue
-            js = list(counts)
-            v = [(math.log(counts[j]) + 1.0) * idf[j] for j in js]
             norm = math.sqrt(sum(x * x for x in v))
             if norm > 0:
                 cols.extend(js)
-                vals.extend(x / norm for x in v)
+                vals.extend([x / norm for x in v])
         return cols, np.asarray(vals, dtype=np.float64)
 
-    def proba(self, text: str) -> tuple[np.ndarray, list[int], np.ndarray]:
+    def proba(
+        self, text: str, contacts: Sequence[Any] | None = None
+    ) -> tuple[np.ndarray, list[int], np.ndarray]:
         """(probabilities in `classes` order, columns, values)."""
-        cols, vals = self.features(text)
+        cols, vals = self.features(text, contacts)
         z = self.intercept + (vals @ self.coef[cols] if cols else 0.0)
+        if len(self.classes) == 2:  # binary LogisticRegression: one column, sigmoid
+            p1 = 1.0 / (1.0 + math.exp(-float(z[0])))
+            return np.array([1.0 - p1, p1]), cols, vals
         z = z - z.max()
         e = np.exp(z)
         return e / e.sum(), cols, vals
@@ -257,7 +281,10 @@ class FastScorer:
         if not cols:
             return []
         ci = self.classes.index(label)
-        contrib = vals * self.coef[cols, ci]
+        if self.coef.shape[1] == 1:  # binary: the single column pushes toward classes[1]
+            contrib = vals * self.coef[cols, 0] * (1.0 if ci == 1 else -1.0)
+        else:
+            contrib = vals * self.coef[cols, ci]
         order = np.argsort(-contrib, kind="stable")[:k]
         return [
             {"feature": self.names[cols[i]], "weight": round(float(contrib[i]), 4)}
@@ -272,6 +299,9 @@ def fast_arrays(pipeline: Any) -> tuple[dict[str, np.ndarray], dict[str, list[st
     clf = pipeline.named_steps["clf"]
     idfs, vocabs, offset = [], {}, 0
     for part in ("word", "char", "contact"):
+        if part not in union:
+            vocabs[part] = []
+            continue
         vec = union[part]
         terms = [""] * len(vec.vocabulary_)
         for t, i in vec.vocabulary_.items():
@@ -374,18 +404,18 @@ class Classifier:
             i += step
         return found
 
-    def _contacts(self, norm: Any) -> list[dict]:
-        from classifier.contacts import extract_contacts
-
-        out = []
+    def _contacts(self, norm: Any) -> tuple[list[Any] | None, list[dict]]:
         try:
-            contacts = extract_contacts(norm.text)
+            from classifier.contacts import extract_contacts
+
+            contacts = list(extract_contacts(norm.text))
         except Exception:
-            return out
+            return None, []
+        out = []
         for c in contacts:
             os_, oe = norm.to_original(c.start, c.end)
             out.append({"kind": c.kind, "value": c.value, "start": int(os_), "end": int(oe)})
-        return out
+        return contacts, out
 
     def scores(self, text: str) -> dict[str, float]:
         """Every label's probability for `text`."""
@@ -396,13 +426,14 @@ class Classifier:
         """The verdict on one message; `thresholds` overrides delete thresholds per category."""
         text = _clean(text)
         norm = self._normalize(text)
-        probs, cols, vals = self.scorer.proba(clean_text(norm.text))
+        contacts, contact_reasons = self._contacts(norm)
+        probs, cols, vals = self.scorer.proba(clean_text(norm.text), contacts)
         scores = dict(zip(self.scorer.classes, map(float, probs), strict=True))
         label, action = decide(scores, self.categories, self.thresholds.with_overrides(thresholds))
         reasons = {
             "terms": self._match_terms(norm),
             "features": self.scorer.top_features(cols, vals, label),
-            "contacts": self._contacts(norm),
+            "contacts": contact_reasons,
         }
         return Verdict(
             label=label,

@@ -1,0 +1,86 @@
+"""Table-driven detection cases on the shipped model: one row a case, each with its reason.
+
+`flag:<category>` means the verdict must be delete or review with that label; `pass` means the
+message must pass. Examples are written for this project (never taken from evaluation data).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import classifier
+
+KNOWN_MISS = pytest.mark.xfail(reason="known miss of the current model; see README, Classifier", strict=False)
+
+CASES = [
+    # --- drug solicitations ---
+    ("出冰 出冰 质量保证 同城可送 加V：bing8899", "flag:drug", "sale slang + delivery + contact"),
+    ("长期出麻古K粉，量大从优，飞机 @dd_shop", "flag:drug", "slang names of drugs + contact"),
+    ("出 冰 毒，懂的私聊", "flag:drug", "evasion: spaces between characters"),
+    ("出冰‌毒，老客户打折，微信 abc778", "flag:drug", "evasion: zero-width joiner inside the term"),
+    ("長期出冰，質量保證，同城送貨", "flag:drug", "evasion: traditional characters"),
+    ("今晚聚会有没有叶子，要的找我，价格好说", "flag:drug", "slang leaf = cannabis, offered"),
+    # --- fraud solicitations ---
+    ("兼职刷单日结，一单一结，宝妈学生都可以做，加V了解", "flag:fraud", "classic brushing-task recruitment"),
+    ("急招点赞员，手机操作，日入300+，薇：wxid_ab12cd", "flag:fraud", "task scam, homophone contact cue"),
+    ("黑户也能下款，不看征信，当天放款，私聊", "flag:fraud", "loan offer to people with bad credit"),
+    ("高价收银行卡，一张给800，四件套都要，飞机联系", "flag:fraud", "buying bank cards (money mule)"),
+    pytest.param(
+        "带单老师内幕消息，稳赚不赔，进群跟单 t.me/gogogo",
+        "flag:fraud",
+        "investment teacher + group link",
+        marks=KNOWN_MISS,  # flagged, but as gambling: 跟单/进群 are gambling-seed words too
+    ),
+    ("兼耳只刷dan，日洁三百，嘉薇详聊", "flag:fraud", "dense homophone chain"),
+    (
+        "【快递理赔】您的包裹丢失，点击链接办理退款 http://kd-pei.cc/r",
+        "flag:fraud",
+        "fake customer-service refund SMS",
+    ),
+    # --- obscene solicitations ---
+    ("同城上门服务，包夜1500，学生妹，加V看照片", "flag:obscene", "outcall escort ad with price"),
+    ("福利视频资源，9.9元100部，需要的私我", "flag:obscene", "porn resource sale"),
+    ("🔞 约 炮 同城 🔞 加我", "flag:obscene", "evasion: spaces and emoji"),
+    ("會所新到幾個妹子，全套服務，預約電話13812345678", "flag:obscene", "traditional characters + phone"),
+    # --- gambling solicitations ---
+    (
+        "百家乐真人视讯，首充送100%，注册网址 www.bjl888.com",
+        "flag:gambling",
+        "casino promo with signup bonus",
+    ),
+    ("六合彩三肖稳中，跟我下注，进群飞机 @lhc_king", "flag:gambling", "lottery tips + group"),
+    ("新开棋牌平台，返水1.5%，日提百万秒到账", "flag:gambling", "card platform rebate promo"),
+    ("粽合苔上线，首存送彩金，刘氺一倍即可提", "flag:gambling", "homophones for 综合台 / 流水"),
+    # --- hard negatives: the topic, not a solicitation ---
+    ("警方破获贩毒案，缴获冰毒5公斤", "pass", "news about a drug bust"),
+    ("反诈提醒：刷单就是诈骗，凡是要先垫付的都是骗子", "pass", "anti-fraud warning"),
+    ("冰糖雪梨真好喝，夏天必备", "pass", "homograph: 冰糖 is rock sugar"),
+    ("周末带孩子去溜冰场玩了一下午", "pass", "homograph: 溜冰场 is an ice rink"),
+    ("秋天到了，叶子黄了", "pass", "homograph: 叶子 are leaves"),
+    ("今晚一起去K歌吧", "pass", "homograph: K歌 is karaoke"),
+    ("空调坏了，约了师傅明天上门维修", "pass", "homograph: 上门 repair visit"),
+    ("这家火锅的全套餐两百多，挺划算", "pass", "homograph: 全套餐 is a set meal"),
+    ("群规：禁止发布赌博、色情、刷单广告，违者踢出", "pass", "group rules naming the topics"),
+    ("请问大家，怎么分辨网上兼职是不是骗局？", "pass", "honest question about scams"),
+    ("我妈被冒充客服的骗了两千，已经报警了", "pass", "victim story"),
+    ("禁毒宣传：珍爱生命，远离毒品", "pass", "anti-drug education"),
+    ("出一台二手iPhone 13，九成新，价格私聊", "pass", "legit second-hand sale with a contact cue"),
+    ("公司招前端实习生，简历发我邮箱，有兴趣私聊", "pass", "legit job post"),
+    ("终于考研上岸了，请大家喝奶茶", "pass", "homograph: 上岸 passing an exam"),
+    ("你好", "pass", "greeting"),
+    ("哈哈哈哈哈", "pass", "short reply"),
+]
+
+
+@pytest.fixture(scope="module")
+def clf() -> object:
+    return classifier.load()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected", "reason"), CASES, ids=[c[2] if isinstance(c, tuple) else c.values[2] for c in CASES]
+)
+def test_case(clf, text: str, expected: str, reason: str) -> None:
+    v = clf.classify(text)
+    got = "pass" if v.action == "pass" else f"flag:{v.label}"
+    assert got == expected, f"{reason}: {text!r} -> {v.label} {v.action} {v.score:.2f} {dict(v.scores)}"

@@ -1,0 +1,211 @@
+"""The model: fast path equals scikit-learn, determinism, persistence, provenance, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import classifier
+from classifier import model as m
+from classifier.features import WordTokenizer, make_normalizer
+from classifier.generate import GeneratorConfig, generate, training_corpus_hash
+from classifier.seeds import load_seeds
+
+
+def _sibling(name: str):
+    spec = importlib.util.spec_from_file_location(f"_ql_{name}", Path(__file__).with_name(f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+_tg = _sibling("test_generate")
+TINY_COMMON, TINY_FRAUD, TINY_OK, write_seeds = _tg.TINY_COMMON, _tg.TINY_FRAUD, _tg.TINY_OK, _tg.write_seeds
+
+
+TINY_DRUG = """
+label = "drug"
+lexicon = ["冰毒", "出冰"]
+[slots]
+drug = ["冰毒", "麻古", "K粉"]
+[[template]]
+shape = "sale"
+lines = ["出{drug}，{city}可送，{contact}", "长期{drug}现货，{money}一克，{contact}"]
+"""
+SMALL = GeneratorConfig(seed=0, per_category=500, ok_templated=600, background=600)
+PARAMS = m.ModelParams(word_max_features=5000, char_max_features=8000, max_iter=200)
+ODD_INPUTS = [
+    "",
+    "   ",
+    "\n\t",
+    "😀🎉🔥",
+    "\ud800",
+    "a\udfffb",
+    "\x00\x01\x1b[31m",
+    "冰" * 100_000,
+    "x" * 100_000,
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_seeds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("seeds")
+    return write_seeds(root, common=TINY_COMMON, fraud=TINY_FRAUD, ok=TINY_OK, drug=TINY_DRUG)
+
+
+@pytest.fixture(scope="module")
+def small(tiny_seeds: Path) -> m.TrainResult:
+    return m.train(load_seeds(tiny_seeds), SMALL, PARAMS)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> m.Classifier:
+    return classifier.load()
+
+
+def test_fast_path_equals_pipeline_small(small: m.TrainResult, tiny_seeds: Path) -> None:
+    clf = m.from_result(small)
+    texts = [e.text for e in generate(load_seeds(tiny_seeds), SMALL)][:800] + ODD_INPUTS[:7]
+    ref = small.pipeline.predict_proba(texts)
+    fast = np.array([[clf.scores(t)[c] for c in small.classes] for t in texts])
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-9)
+
+
+def test_fast_path_equals_pipeline_on_project_corpus(shipped: m.Classifier) -> None:
+    cfg = GeneratorConfig(seed=11, per_category=250, ok_templated=500, background=500)
+    texts = [e.text for e in generate(load_seeds(), cfg)]
+    ref = shipped.pipeline.predict_proba(texts)
+    fast = np.array([[shipped.scores(t)[c] for c in shipped.scorer.classes] for t in texts])
+    np.testing.assert_allclose(fast, ref, rtol=0, atol=1e-9)
+
+
+def test_rjieba_agrees_with_jieba_on_project_corpus(shipped: m.Classifier) -> None:
+    words = json.loads((shipped.directory / m.VOCAB_FILE).read_text(encoding="utf-8"))["words"]
+    fast, ref = WordTokenizer(words, "rjieba"), WordTokenizer(words, "jieba")
+    norm = make_normalizer([t for t, _ in load_seeds().lexicon_terms()])
+    cfg = GeneratorConfig(seed=5, per_category=300, ok_templated=600, background=600)
+    texts = [norm.normalize(e.text).text for e in generate(load_seeds(), cfg)]
+    differ = [t for t in texts if fast(t) != ref(t)]
+    assert not differ, differ[:5]
+
+
+def test_training_is_deterministic(small: m.TrainResult, tiny_seeds: Path) -> None:
+    again = m.train(load_seeds(tiny_seeds), SMALL, PARAMS)
+    assert again.version == small.version
+    assert again.data_hash == small.data_hash
+    assert again.thresholds == small.thresholds
+    other = m.train(load_seeds(tiny_seeds), GeneratorConfig(**{**SMALL.to_dict(), "seed": 1}), PARAMS)
+    assert other.version != small.version
+
+
+def test_persistence_round_trip(small: m.TrainResult, tmp_path: Path) -> None:
+    d = m.save(small, tmp_path / "model")
+    loaded = classifier.load(d)
+    direct = m.from_result(small)
+    assert loaded.version == small.version
+    assert loaded.categories == small.categories
+    for text in ["出冰毒，北京可送，加Vabc123", "今晚吃火锅吗", "急招刷单，日结300元"]:
+        a, b = loaded.classify(text), direct.classify(text)
+        assert a.to_dict() == b.to_dict()
+    side = json.loads((d / m.SIDECAR).read_text(encoding="utf-8"))
+    for key in (
+        "version",
+        "created",
+        "training_data_sha256",
+        "libraries",
+        "thresholds",
+        "metrics",
+        "artifacts",
+    ):
+        assert key in side
+    assert side["libraries"]["scikit-learn"]
+    ref = loaded.pipeline.predict_proba(["出冰毒，北京可送"])[0]
+    np.testing.assert_allclose(list(loaded.scores("出冰毒，北京可送").values()), ref, atol=1e-9)
+
+
+@pytest.mark.parametrize("victim", [m.FAST_FILE, m.VOCAB_FILE, m.PIPELINE_FILE])
+def test_tampered_artifacts_are_refused(small: m.TrainResult, tmp_path: Path, victim: str) -> None:
+    d = m.save(small, tmp_path / "model")
+    path = d / victim
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(m.ModelError, match="digest"):
+        if victim == m.PIPELINE_FILE:
+            m.load_pipeline(d)
+        else:
+            classifier.load(d)
+
+
+def test_missing_model_dir_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(m.ModelError, match="not a qinglang model"):
+        classifier.load(tmp_path)
+
+
+def test_shipped_model_is_current(shipped: m.Classifier) -> None:
+    """A shipped model trained from other seeds or other feature code fails here: retrain it
+    with `qinglang train --install`."""
+    side = shipped.sidecar
+    gen = GeneratorConfig(**side["generator"])
+    assert training_corpus_hash(load_seeds(), gen) == side["training_data_sha256"]
+    assert m.feature_code_digest() == side["feature_code_sha256"]
+    assert shipped.categories == ("drug", "fraud", "obscene", "gambling")
+
+
+def test_shipped_model_size() -> None:
+    total = sum(p.stat().st_size for p in m.DEFAULT_MODEL_DIR.iterdir())
+    assert total < 25 * 1024 * 1024
+
+
+def _check(v: classifier.Verdict, text: str) -> None:
+    assert v.label in classifier.LABELS
+    assert v.action in ("delete", "review", "pass")
+    assert (v.label == "ok") == (v.action == "pass")
+    assert 0.0 <= v.score <= 1.0
+    assert abs(sum(v.scores.values()) - 1.0) < 1e-6
+    json.dumps(v.to_dict(), ensure_ascii=False)
+    for t in v.reasons["terms"]:
+        assert 0 <= t["start"] <= t["end"] <= len(text)
+
+
+@pytest.mark.parametrize("text", ODD_INPUTS, ids=lambda t: repr(t[:12]))
+def test_odd_inputs_get_a_verdict(shipped: m.Classifier, text: str) -> None:
+    _check(shipped.classify(text), text)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=300))
+def test_any_text_gets_a_verdict(shipped: m.Classifier, text: str) -> None:
+    _check(shipped.classify(text), text)
+
+
+def test_reasons_point_into_the_original_text(shipped: m.Classifier) -> None:
+    text = "【福利】刷 单 日结300，加薇：abc12345"
+    v = shipped.classify(text)
+    spans = {text[t["start"] : t["end"]] for t in v.reasons["terms"]}
+    assert any("刷" in s and "单" in s for s in spans), v.reasons
+    assert v.reasons["features"] and all("feature" in f and "weight" in f for f in v.reasons["features"])
+
+
+def test_per_chat_thresholds(shipped: m.Classifier) -> None:
+    text = "兼职刷单日结，一单一结，加V了解"
+    base = shipped.classify(text)
+    assert base.label == "fraud"
+    strict = shipped.classify(text, thresholds={"fraud": 1.0})
+    assert strict.action != "delete"
+    loose = shipped.classify(text, thresholds={"fraud": 0.0})
+    assert loose.action == "delete"
+    assert shipped.classify_many([text, text]) == [base, base]
+
+
+def test_shipped_model_dir_copy_loads(tmp_path: Path) -> None:
+    d = tmp_path / "copy"
+    shutil.copytree(m.DEFAULT_MODEL_DIR, d)
+    assert classifier.load(d).version == classifier.load().version
