@@ -37,9 +37,12 @@ _QQ_RE = re.compile(
     rf"(?P<id>[1-9１-９]{_D}{{4,10}})(?![0-9０-９])",
     re.IGNORECASE,
 )
-_WECHAT_CUE = r"(?:微信号?|(?<![a-z0-9])(?:weixin|wechat|vx|wx|v)(?![a-z])|v信|薇信|薇|威信|徽信|微x|绿泡泡)"
+# Variants the normalizer folds into 微信 are accepted too, for original text; the bare 薇 (a
+# given name) only with a colon.
+_WECHAT_CUE = r"(?:微信号?|(?<![a-z0-9])(?:weixin|wechat|vx|wx|v)(?![a-z])|v信|薇信|威信|徽信|微x|绿泡泡)"
 _WECHAT_RE = re.compile(
-    rf"{_WECHAT_CUE}{_GAP}(?P<id>(?<![a-z0-9_-])[a-z][-_a-z0-9]{{5,19}}(?![-_a-z0-9])|{_PHONE}(?![0-9]))",
+    rf"(?:{_WECHAT_CUE}{_GAP}|薇 ?[:：] ?)"
+    rf"(?P<id>(?<![a-z0-9_-])[a-z][-_a-z0-9]{{5,19}}(?![-_a-z0-9])|{_PHONE}(?![0-9]))",
     re.IGNORECASE,
 )
 _WXID_RE = re.compile(r"(?<![a-z0-9_])wxid_[a-z0-9_]{4,30}(?![a-z0-9_])", re.IGNORECASE)
@@ -50,8 +53,10 @@ _TG_LINK_RE = re.compile(
     r"(?<![a-z0-9.])(?:https?://)?(?:www\.)?(?:t|telegram)\.(?:me|dog)/(?P<id>[+a-z0-9_/]{2,64})",
     re.IGNORECASE,
 )
+# 飞机 is also the aircraft ("坐飞机 ca1234"): only with a colon or @ after it.
 _TG_CUE_RE = re.compile(
-    rf"(?:电报|纸飞机|飞机|(?<![a-z0-9])(?:tg|telegram)(?![a-z])){_GAP}@?(?P<id>(?<![a-z0-9_]){_HANDLE})"
+    rf"(?:(?:电报|纸飞机|(?<![a-z0-9])(?:tg|telegram)(?![a-z])){_GAP}|飞机 ?[:：@] ?)@?"
+    rf"(?P<id>(?<![a-z0-9_]){_HANDLE})"
     r"(?![a-z0-9_])",
     re.IGNORECASE,
 )

@@ -1,14 +1,19 @@
 """Text normalization against evasive spelling, with a map back to the original text.
 
 Steps, in order (tables in classifier/data/normalize.toml):
- 1. per character: NFKC, lowercase, OpenCC t2s (one character at a time, so the length is
-    kept and the result cannot depend on neighbours), emoji used as words -> words;
-    format, control, surrogate and combining characters dropped; any whitespace -> " ".
+ 1. per character: NFKC, lowercase, OpenCC t2s, emoji used as words -> words; format, control,
+    surrogate and combining characters dropped; any whitespace -> " ". Iterated to a fixpoint
+    per character and cached. t2s is applied one character at a time: the length is kept by
+    construction and the result cannot depend on neighbours (at the price of phrase-level
+    conversions such as 乾隆, which become 干隆).
  2. separator runs between two Han characters removed ("冰 . 毒" -> "冰毒"); other whitespace
-    runs -> one space; ends stripped.
+    runs -> one space.
  3. runs of >= 5 number-like characters with Chinese digits -> ASCII digits.
- 4. contact cues -> canonical tokens (微信, qq, 电报), single-character cues only in context.
- 5. pinyin spellings of lexicon terms -> the terms; then step 2 again for the Han just made.
+ 4. contact cues -> canonical tokens (微信, qq, 电报); ordinary-word cues only in context.
+ 5. pinyin spellings of lexicon terms -> the terms.
+Steps 4-5 make new tokens, which changes their neighbours' context (a separator now between
+two Han characters, a cue now next to an id), so 2-5 repeat until nothing changes; ends are
+stripped last. That loop is what makes normalization idempotent.
 
 Every step is a regex substitution whose callback is shared by the fast path (`normalize_text`,
 plain `re.sub`) and the offset-keeping path (`normalize`), so the two cannot drift apart.
@@ -190,8 +195,7 @@ class Normalizer:
         sep = tables["separators"]
         sep_class = _class_from(sep["chars"] + "\u3000", sep["ranges"])
         self._sep_chars = frozenset(sep["chars"]) | {" "}
-        # Separators between Han (or Han and the ASCII canonical "qq"): removed. Whitespace
-        # elsewhere: one space.
+        # Separators between two Han characters: removed. Whitespace runs elsewhere: one space.
         self._collapse_re = re.compile(
             # the lookbehind sits after the first separator so `re` can skip ahead to separators
             rf"(?P<cut>[{sep_class}](?<=[{HAN}](?s:.))[{sep_class}]*(?=[{HAN}]))|(?P<ws>  +)"
@@ -221,6 +225,7 @@ class Normalizer:
         pin = tables["pinyin"]
         self._pinyin_re: re.Pattern[str] | None = None
         self._pinyin_map: dict[str, str] = {}
+        self._tidy, self._make = self._steps()  # without pinyin, to put lexicon terms in form
         self._pinyin_map, self._pinyin_re = self._build_pinyin(
             lexicon, int(pin["min_letters"]), int(pin["min_initials"]), frozenset(pin["english"])
         )
@@ -235,11 +240,6 @@ class Normalizer:
         if self._pinyin_re is not None:
             make.append((self._pinyin_re, self._pinyin_one))
         return tidy, make
-
-    def _base_text(self, text: str) -> str:
-        """The text as the Normalizer would make it without pinyin (the form lexicon terms take)."""
-        self._tidy, self._make = self._steps()
-        return self.normalize_text(text)
 
     def _build_pinyin(
         self, lexicon: Iterable[str], min_letters: int, min_initials: int, english: frozenset[str]
@@ -258,7 +258,7 @@ class Normalizer:
         for raw in sorted(set(lexicon)):
             if not isinstance(raw, str):
                 continue
-            term = self._base_text(raw)
+            term = self.normalize_text(raw)
             if len(term) < 2 or not all(_is_han(c) for c in term):
                 continue
             syllables = [s.lower() for s in lazy_pinyin(term, style=Style.NORMAL, errors="ignore")]

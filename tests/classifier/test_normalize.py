@@ -77,6 +77,8 @@ EVASIONS = [
     ("capital_digits", "壹叁捌壹贰叁肆伍陆柒捌", "13812345678"),
     ("mixed_digits", "138一二三四五六七八", "13812345678"),
     ("spaced_chinese_digits", "一 三 八 一 二 三 四 五", "13812345"),
+    ("dashed_chinese_digits", "一三八-一二三四-五六七八", "13812345678"),
+    ("keycap_digits", "1️⃣3️⃣8️⃣", "138"),
     ("whitespace_runs", "  冰毒\t\n 现货  ", "冰毒现货"),
 ]
 
@@ -183,7 +185,10 @@ TRICKY = st.sampled_from(
         *["bing", "du", "ytw", "wx", "vx", "qq", "\ud800", "\x00", "hai luo yin"],
     ]
 )
-ANY_TEXT = st.one_of(st.text(), st.lists(TRICKY, max_size=16).map("".join))
+WITH_SURROGATES = st.text(
+    st.one_of(st.characters(exclude_categories=()), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF))
+)
+ANY_TEXT = st.one_of(st.text(), WITH_SURROGATES, st.lists(TRICKY, max_size=16).map("".join))
 
 
 def check_normalized(norm: Normalizer, text: str) -> None:
@@ -205,6 +210,12 @@ def check_normalized(norm: Normalizer, text: str) -> None:
 @given(text=ANY_TEXT)
 def test_property_never_raises_idempotent_offsets_valid(norm: Normalizer, text: str) -> None:
     check_normalized(norm, text)
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(piece=st.one_of(WITH_SURROGATES, st.lists(TRICKY, max_size=16).map("".join)).filter(bool))
+def test_property_100k_chars(norm: Normalizer, piece: str) -> None:
+    check_normalized(norm, (piece * (100_000 // len(piece) + 1))[:100_000])
 
 
 @pytest.mark.parametrize(
