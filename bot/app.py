@@ -10,7 +10,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from telegram import BotCommandScopeAllChatAdministrators, BotCommandScopeAllGroupChats, Update
+from telegram import (
+    BotCommandScopeAllChatAdministrators,
+    BotCommandScopeAllGroupChats,
+    BotCommandScopeAllPrivateChats,
+    Update,
+)
 from telegram.ext import ApplicationBuilder, CallbackQueryHandler, MessageHandler, filters
 from telegram.request import BaseRequest
 
@@ -163,6 +168,7 @@ def _post_init(
         for scope, listed in (
             (BotCommandScopeAllChatAdministrators(), commands.BOT_COMMANDS),
             (BotCommandScopeAllGroupChats(), commands.MEMBER_COMMANDS),
+            (BotCommandScopeAllPrivateChats(), commands.PRIVATE_COMMANDS),  # admin-commands work
         ):
             if listed:
                 await tg.call(

@@ -43,6 +43,9 @@ def run(token: str | None, base_url: str | None, database_url: str | None) -> No
         raise click.UsageError("no bot token: set QINGLANG_TELEGRAM_TOKEN (or pass --token)")
     configure_logging(settings.log_level, secrets=(settings.telegram_token.get_secret_value(),))
     application = build_application(settings)
+    from bot.admin import install_sighup_reload  # admin-commands work: `kill -HUP` reloads the model
+
+    install_sighup_reload(application)
     application.run_polling(allowed_updates=ALLOWED_UPDATES)
 
 
