@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bot.cli import bot_cmds, classifier_cmds, storage_cmds
+from bot.cli import bot_cmds, classifier_cmds, scan_cmds, storage_cmds
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,3 +22,4 @@ def bench() -> None:
 classifier_cmds.register(main, bench)
 storage_cmds.register(main, bench)
 bot_cmds.register(main, bench)
+scan_cmds.register(main, bench)
