@@ -123,6 +123,21 @@ def _feedback_examples(url: str) -> list[Any]:
     ]
 
 
+def _refuse_if_worse(result: Any, seeds: Any, extra: list[Any], target: Path) -> None:
+    """Compare the new model with the one it would replace; refuse it when its benign FPR is worse."""
+    from bot.feedback import check_candidate
+    from classifier import model as m
+
+    current = _load(str(target) if (target / m.SIDECAR).is_file() else None)
+    comparison = check_candidate(result, seeds=seeds, extra=extra, current=current)
+    for line in comparison.lines():
+        click.echo(line, err=True)
+    ok, why = comparison.decision()
+    if not ok:
+        raise click.ClickException(f"not installing model {result.version}: {why}")
+    click.echo(f"accepted: {why}", err=True)
+
+
 @click.command("train")
 @click.option(
     "--out",
@@ -192,6 +207,8 @@ def train_cmd(
             done += 1
 
         result = m.train(seeds, gen, extra=extra, progress=progress)
+        if feedback_url:
+            _refuse_if_worse(result, seeds, extra, target)  # bot/feedback.py: compare before installing
         bar.update(1, "saving")
         m.save(result, target)
         bar.update(1, "done")
