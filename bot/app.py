@@ -69,11 +69,10 @@ Observer = Callable[[MessageRecord, Outcome], None]
 
 async def on_group_message(update: Update, context: Context) -> None:
     """Judge every group message and edit; schedule the removal of any deletion notice."""
-    message = update.effective_message
-    if message is None:
+    record = message_record(update)
+    if record is None:
         return
     services = context.services
-    record = message_record(message, is_edit=update.edited_message is not None)
     outcome = await moderate(record, services)
     if outcome.notice_message_id is not None and context.job_queue is not None:
         context.job_queue.run_once(

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity, Update
 from telegram.ext import filters
 
 import storage
@@ -128,8 +128,12 @@ def _media(message: Message) -> tuple[str | None, str | None]:
     return None, None
 
 
-def message_record(message: Message, *, is_edit: bool) -> MessageRecord:
-    """The plain record of a Telegram message (pure)."""
+def message_record(update: Update) -> MessageRecord | None:
+    """The plain record of the message (or edit) an update carries, None if it carries none (pure)."""
+    message = update.effective_message
+    if message is None:
+        return None
+    is_edit = update.edited_message is not None
     user = message.from_user
     sender_chat = message.sender_chat
     if user is not None and sender_chat is None:
@@ -156,7 +160,7 @@ def message_record(message: Message, *, is_edit: bool) -> MessageRecord:
         media_kind=media_kind,
         media_file_unique_id=media_id,
         forward_origin=_origin(message),
-        is_service=bool(filters.StatusUpdate.ALL.filter(message)),
+        is_service=bool(filters.StatusUpdate.ALL.check_update(update)),
     )
 
 
