@@ -22,6 +22,8 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from telegram import Message, Update
+
 import storage
 from bot.caches import ChatPolicy
 from bot.i18n import category_name, t
@@ -32,6 +34,7 @@ from bot.moderation import (
     MessageRecord,
     Outcome,
     _delete_and_strike,
+    message_record,
     new_incident,
     review_keyboard,
     review_text,
@@ -389,6 +392,13 @@ async def report_message(
 def categories_of(clf: Any) -> tuple[str, ...]:
     """The model's categories (interfaces.md: `clf.categories`)."""
     return tuple(getattr(clf, "categories", ())) or DEFAULT_CATEGORIES
+
+
+def record_of(message: Message) -> MessageRecord:
+    """The moderation record of a message the command replies to (an original, never an edit)."""
+    record = message_record(Update(update_id=0, message=message))
+    assert record is not None
+    return record
 
 
 def best_category(verdict: Any, categories: Sequence[str]) -> tuple[str, float]:

@@ -29,7 +29,7 @@ from bot.admin import UsageError
 from bot.caches import ChatPolicy
 from bot.context import Context, Services
 from bot.i18n import DEFAULT_LANGUAGE, category_name, t
-from bot.moderation import message_record, review_keyboard, review_text
+from bot.moderation import review_keyboard, review_text
 from bot.telegram_io import ApiResult
 
 log = logging.getLogger(__name__)
@@ -406,7 +406,7 @@ async def cmd_spam(r: Request) -> None:
         category = r.args[0].lower()
         if category not in _categories(r.services):
             raise UsageError(f"unknown category {category!r}")
-    record = message_record(reply, is_edit=False)
+    record = admin.record_of(reply)
     admins = await r.services.admins.get(r.chat_id)
     if (
         record.sender_id in admins.user_ids
@@ -571,7 +571,7 @@ async def cmd_report(r: Request) -> None:
         await r.reply(r.text("report.need_reply"))
         return
     services = r.services
-    record = message_record(reply, is_edit=False)
+    record = admin.record_of(reply)
     admins = await services.admins.get(r.chat_id)
     if (
         record.is_service
