@@ -240,8 +240,9 @@ def shared_model() -> Any:
     return classifier.load()
 
 
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[BotEnv]:
+@pytest.fixture(name="env")
+async def env_fixture(tmp_path: Path) -> AsyncIterator[BotEnv]:
+    """The application with services up; import `env_fixture` into a test module to use `env`."""
     from bot.app import build_application
     from bot.config import Settings
 

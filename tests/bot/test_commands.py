@@ -6,7 +6,17 @@ import json
 from typing import Any
 
 import pytest
-from admin_harness import ADMIN, BOT_ID, GROUP, MEMBERS, OWNER, REPORT_CHAT, SPAMMER, BotEnv, env  # noqa: F401
+from admin_harness import (  # noqa: F401  (env_fixture provides the `env` fixture)
+    ADMIN,
+    BOT_ID,
+    GROUP,
+    MEMBERS,
+    OWNER,
+    REPORT_CHAT,
+    SPAMMER,
+    BotEnv,
+    env_fixture,
+)
 from sqlalchemy import select
 
 import storage
