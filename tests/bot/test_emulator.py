@@ -1,0 +1,309 @@
+"""The Bot API emulator, driven by the real python-telegram-bot client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+from factories import ADMIN_ID, GROUP_ID, OWNER_ID, USER_ID, make_emulator, polling, record_errors
+from telegram import (
+    ChatPermissions,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    Message,
+    Update,
+)
+from telegram.constants import ChatMemberStatus
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+from telegram.ext import CallbackQueryHandler, ContextTypes, MessageHandler, filters
+
+from bot.emulator import Emulator
+
+
+@pytest.fixture
+def emu() -> Emulator:
+    return make_emulator()
+
+
+@pytest.fixture
+async def bot(emu: Emulator):
+    application = emu.application_builder().build()
+    await application.initialize()
+    yield application.bot
+    await application.shutdown()
+    assert emu.internal_errors == []
+
+
+async def test_get_me(emu: Emulator, bot) -> None:
+    me = await bot.get_me()
+    assert me.id == emu.bot_user["id"] == 123456789
+    assert me.username == "qinglang_test_bot"
+    assert bot.username == "qinglang_test_bot"
+
+
+async def test_send_then_delete_then_not_found(emu: Emulator, bot) -> None:
+    markup = InlineKeyboardMarkup([[InlineKeyboardButton("误判", callback_data="review:1")]])
+    sent = await bot.send_message(GROUP_ID, "123", reply_markup=markup)
+    assert isinstance(sent, Message)
+    assert sent.text == "123"  # a numeric text stays a string
+    assert sent.chat.id == GROUP_ID
+    assert sent.from_user.id == emu.bot_user["id"]
+    assert sent.reply_markup == markup
+    assert (await bot.send_message(GROUP_ID, "再来")).message_id == sent.message_id + 1
+
+    assert await bot.delete_message(GROUP_ID, sent.message_id) is True
+    assert emu.is_deleted(GROUP_ID, sent.message_id)
+    with pytest.raises(BadRequest, match=r"(?i)message to delete not found"):
+        await bot.delete_message(GROUP_ID, sent.message_id)
+    calls = emu.calls("deleteMessage")
+    assert [c.params["message_id"] for c in calls] == [sent.message_id] * 2
+    assert calls[0].error is None and calls[1].status == 400
+
+
+async def test_delete_injected_message_needs_rights() -> None:
+    emu = make_emulator(bot_rights={"can_delete_messages": False})
+    application = emu.application_builder().build()
+    await application.initialize()
+    try:
+        injected = emu.message(GROUP_ID, USER_ID, "出冰 加V")
+        with pytest.raises(BadRequest, match=r"(?i)message can't be deleted"):
+            await application.bot.delete_message(GROUP_ID, injected["message_id"])
+        assert not emu.is_deleted(GROUP_ID, injected["message_id"])
+        emu.set_bot_rights(GROUP_ID, {})
+        assert await application.bot.delete_message(GROUP_ID, injected["message_id"])
+    finally:
+        await application.shutdown()
+
+
+async def test_polling_delivers_injected_message_to_handler(emu: Emulator) -> None:
+    application = emu.application_builder().build()
+    errors = record_errors(application)
+    seen: list[Update] = []
+
+    async def on_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        seen.append(update)
+        await context.bot.delete_message(update.effective_chat.id, update.effective_message.message_id)
+
+    application.add_handler(MessageHandler(filters.ALL, on_message))
+    async with polling(application):
+        injected = emu.message(GROUP_ID, USER_ID, "/ban@qinglang_test_bot 出冰", reply_to=None)
+        await emu.wait_calls("deleteMessage", 1, timeout=5)
+    assert errors == []
+    assert emu.internal_errors == []
+    assert len(seen) == 1
+    message = seen[0].message
+    assert message.text == "/ban@qinglang_test_bot 出冰"
+    assert message.from_user.id == USER_ID
+    assert message.entities[0].type == "bot_command"
+    assert emu.is_deleted(GROUP_ID, injected["message_id"])
+    methods = [c.method for c in emu.calls()]
+    assert methods[0] == "getMe"
+    assert "deleteWebhook" in methods
+    assert emu.pending_updates == []  # the stop sequence confirmed the offset
+
+
+async def test_long_poll_blocks_until_update_and_honours_offset(emu: Emulator, bot) -> None:
+    started = time.monotonic()
+    assert await bot.get_updates(timeout=0.2) == ()
+    assert time.monotonic() - started >= 0.15
+
+    async def inject_later() -> None:
+        await asyncio.sleep(0.1)
+        emu.message(GROUP_ID, USER_ID, "你好")
+        emu.message(GROUP_ID, USER_ID, "在吗")
+
+    task = asyncio.create_task(inject_later())
+    started = time.monotonic()
+    updates = await bot.get_updates(timeout=5)
+    await task
+    assert time.monotonic() - started < 2
+    assert [u.message.text for u in updates] == ["你好"] or len(updates) == 2
+    first = updates[0].update_id
+    # Not confirmed yet: asked again, they are still there; limit cuts the batch
+    again = await bot.get_updates(timeout=0, limit=1)
+    assert [u.update_id for u in again] == [first]
+    rest = await bot.get_updates(offset=first + 1, timeout=0)
+    assert [u.message.text for u in rest] == ["在吗"]
+    assert len(emu.pending_updates) == 1
+
+
+async def test_edit_callback_and_media_updates(emu: Emulator, bot) -> None:
+    original = emu.message(GROUP_ID, USER_ID, "今天天气不错")
+    edited = emu.edit(GROUP_ID, original["message_id"], "出冰 加V：abc123")
+    photo = emu.message(GROUP_ID, USER_ID, caption="看图", photo=True, thread_id=7)
+    forwarded = emu.message(GROUP_ID, USER_ID, "转发", forward_origin=OWNER_ID, via_bot=555)
+    anonymous = emu.message(GROUP_ID, text="匿名管理员", sender_chat=GROUP_ID)
+    joined = emu.message(GROUP_ID, USER_ID, new_chat_members=[3001])
+    reply = emu.message(GROUP_ID, ADMIN_ID, "/warn", reply_to=original["message_id"])
+    review = await bot.send_message(
+        GROUP_ID,
+        "审核",
+        reply_markup=InlineKeyboardMarkup.from_button(
+            InlineKeyboardButton("删除", callback_data="review:del")
+        ),
+    )
+    query = emu.callback(ADMIN_ID, review.to_dict(), "review:del")
+    private = emu.private_message(USER_ID, "/start")
+
+    updates = await bot.get_updates(timeout=0)
+    ids = [u.update_id for u in updates]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids) == 9
+    by_id = {u.update_id: u for u in updates}
+    assert updates[1].edited_message.text == edited["text"]
+    assert updates[1].edited_message.edit_date is not None
+    assert updates[2].message.caption == "看图" and updates[2].message.photo
+    assert updates[2].message.message_thread_id == 7
+    assert updates[3].message.forward_origin.sender_user.id == OWNER_ID
+    assert updates[3].message.via_bot.id == 555
+    assert updates[4].message.sender_chat.id == GROUP_ID
+    assert updates[4].message.from_user.username == "GroupAnonymousBot"
+    assert updates[5].message.new_chat_members[0].id == 3001
+    assert updates[6].message.reply_to_message.message_id == original["message_id"]
+    assert updates[7].callback_query.data == "review:del"
+    assert updates[7].callback_query.message.message_id == review.message_id
+    assert updates[8].message.chat.type == "private"
+    assert by_id and photo and forwarded and anonymous and joined and reply and private
+
+    assert await bot.answer_callback_query(query["id"], text="已删除")
+    with pytest.raises(BadRequest, match=r"(?i)query is too old"):
+        await bot.answer_callback_query(query["id"])
+    changed = await bot.edit_message_text("已处理", chat_id=GROUP_ID, message_id=review.message_id)
+    assert changed.text == "已处理" and changed.reply_markup is None
+    with pytest.raises(BadRequest, match=r"(?i)can't be edited"):
+        await bot.edit_message_text("x", chat_id=GROUP_ID, message_id=original["message_id"])
+
+
+async def test_members_restrict_ban_and_admins(emu: Emulator, bot) -> None:
+    statuses = {
+        uid: (await bot.get_chat_member(GROUP_ID, uid)).status for uid in (OWNER_ID, ADMIN_ID, USER_ID)
+    }
+    assert statuses == {
+        OWNER_ID: ChatMemberStatus.OWNER,
+        ADMIN_ID: ChatMemberStatus.ADMINISTRATOR,
+        USER_ID: ChatMemberStatus.MEMBER,
+    }
+    admins = await bot.get_chat_administrators(GROUP_ID)
+    assert [a.user.id for a in admins] == [OWNER_ID, ADMIN_ID, emu.bot_user["id"]]
+    assert admins[-1].can_delete_messages and admins[-1].can_restrict_members
+
+    assert await bot.restrict_chat_member(GROUP_ID, USER_ID, ChatPermissions.no_permissions())
+    member = await bot.get_chat_member(GROUP_ID, USER_ID)
+    assert member.status == ChatMemberStatus.RESTRICTED and not member.can_send_messages
+    assert await bot.ban_chat_member(GROUP_ID, USER_ID)
+    assert (await bot.get_chat_member(GROUP_ID, USER_ID)).status == ChatMemberStatus.BANNED
+    assert await bot.unban_chat_member(GROUP_ID, USER_ID, only_if_banned=True)
+    assert (await bot.get_chat_member(GROUP_ID, USER_ID)).status == ChatMemberStatus.LEFT
+    with pytest.raises(BadRequest, match=r"(?i)administrator"):
+        await bot.ban_chat_member(GROUP_ID, ADMIN_ID)
+
+    assert await bot.set_my_commands([("stats", "统计"), ("help", "帮助")])
+    assert [c.command for c in await bot.get_my_commands()] == ["stats", "help"]
+    with pytest.raises(BadRequest, match=r"(?i)BOT_COMMAND_INVALID"):
+        await bot.set_my_commands([("Bad-Command", "x")])
+    chat = await bot.get_chat(GROUP_ID)
+    assert chat.title == "测试群"
+
+
+async def test_faults(emu: Emulator, bot) -> None:
+    emu.fail("sendMessage", 429, retry_after=7)
+    with pytest.raises(RetryAfter) as excinfo:
+        await bot.send_message(GROUP_ID, "hi")
+    assert "Retry in 7 seconds" in str(excinfo.value)
+    emu.fail("sendMessage", 403)
+    with pytest.raises(Forbidden):
+        await bot.send_message(GROUP_ID, "hi")
+    emu.fail("deleteMessage", 500, times=2)
+    for _ in range(2):
+        with pytest.raises(NetworkError):
+            await bot.delete_message(GROUP_ID, 1)
+    assert (await bot.send_message(GROUP_ID, "ok")).text == "ok"  # faults are used up
+
+    emu.fail_randomly(["sendMessage"], rate=0.5, seed=1, statuses=(500,))
+    outcomes = []
+    for _ in range(20):
+        try:
+            await bot.send_message(GROUP_ID, "x")
+            outcomes.append(True)
+        except NetworkError:
+            outcomes.append(False)
+    assert 3 < outcomes.count(False) < 17
+    emu.clear_faults()
+
+    emu.delay("getChat", 0.2)
+    started = time.monotonic()
+    await bot.get_chat(GROUP_ID)
+    assert time.monotonic() - started >= 0.2
+
+
+async def test_send_document_keeps_bytes(emu: Emulator, bot) -> None:
+    content = b"\x00incident log\xff" * 100
+    message = await bot.send_document(GROUP_ID, content, filename='事件 "log".xlsx', caption="导出")
+    assert message.document.file_name == '事件 "log".xlsx'
+    assert message.document.file_size == len(content)
+    assert message.caption == "导出"
+    upload = emu.calls("sendDocument")[0].params["document"]
+    assert upload.content == content
+    assert upload.filename == '事件 "log".xlsx'
+    assert emu.files[message.document.file_id] is upload
+    assert emu.sent(GROUP_ID)[-1]["document"]["file_id"] == message.document.file_id
+
+
+async def test_unknown_method_is_400_not_invalid_token(emu: Emulator, bot) -> None:
+    with pytest.raises(BadRequest, match=r"(?i)does not implement"):
+        await bot.do_api_request("frobnicate", {"chat_id": GROUP_ID})
+    assert emu.calls("frobnicate")[0].status == 400
+
+
+async def test_raw_http_json_form_and_errors(emu: Emulator) -> None:
+    transport = httpx.ASGITransport(app=emu.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://emu") as client:
+        url = f"/bot{emu.token}"
+        r = await client.post(f"{url}/sendMessage", json={"chat_id": GROUP_ID, "text": "json"})
+        assert r.status_code == 200 and r.json()["result"]["text"] == "json"
+        r = await client.post(f"{url}/sendMessage", data={"chat_id": str(GROUP_ID), "text": "true"})
+        assert r.json()["result"]["text"] == "true"
+        emu.fail("getMe", 429, retry_after=3)
+        r = await client.get(f"{url}/getMe")
+        assert r.status_code == 429
+        assert r.json() == {
+            "ok": False,
+            "error_code": 429,
+            "description": "Too Many Requests: retry after 3",
+            "parameters": {"retry_after": 3},
+        }
+        r = await client.post(f"{url}/sendMessage", data={"chat_id": "-42", "text": "x"})
+        assert r.status_code == 400 and json.loads(r.content)["description"] == "Bad Request: chat not found"
+
+
+async def test_loopback_polling_end_to_end(emu: Emulator) -> None:
+    async with emu.serve() as base_url:
+        assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/bot")
+        application = emu.application_builder(loopback=True).build()
+        errors = record_errors(application)
+        texts: list[str] = []
+
+        async def on_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            texts.append(update.effective_message.text)
+            await context.bot.delete_message(update.effective_chat.id, update.effective_message.message_id)
+
+        async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            await update.callback_query.answer("好")
+
+        application.add_handler(MessageHandler(filters.TEXT, on_message))
+        application.add_handler(CallbackQueryHandler(on_button))
+        async with polling(application):
+            for i in range(20):
+                emu.message(GROUP_ID, USER_ID, f"消息 {i}")
+            emu.callback(ADMIN_ID, emu.messages(GROUP_ID)[0], "x")
+            await emu.wait_calls("deleteMessage", 20, timeout=5)
+            await emu.wait_calls("answerCallbackQuery", 1, timeout=5)
+        assert errors == []
+        assert texts == [f"消息 {i}" for i in range(20)]
+        assert all(m.get("deleted", True) for m in emu.messages(GROUP_ID))
+        assert all(emu.is_deleted(GROUP_ID, i) for i in range(1, 21))
+        assert emu.served_at(1) is not None
+    assert emu.base_url is None
+    assert emu.internal_errors == []
