@@ -1,9 +1,12 @@
-"""The real PTB Application against a small in-process fake Bot API, for the admin-command tests.
+"""The real PTB Application against a Bot API answered in-process, for the bot's tests.
 
-`FakeBotApi` is a PTB `BaseRequest`: the real `Bot` serialises every call as usual and this answers it
-like the Bot API would, recording each call. (The project's own emulator, bot/emulator/, covers the
-wire protocol; this keeps these tests fast and free of sockets.) Updates are built as Bot API JSON and
-fed to `application.process_update`, so they pass through the real handlers, filters and error handlers.
+The `env` fixture (import `env_fixture`) runs the application against the project's emulator
+(bot/emulator, httpx ASGITransport) through `EmulatedApi`. Messages are injected with the emulator (so it
+knows them, e.g. for deleteMessage) and handed straight to `application.process_update`: they pass
+through the real handlers, filters and error handlers, with no polling loop to wait for.
+
+`FakeBotApi` is a smaller stand-in (a PTB `BaseRequest` answering the methods the bot uses), kept for
+tests that script their own answers.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 import pytest
 from telegram import Update
 from telegram.request import BaseRequest, RequestData
+
+from bot.emulator import Emulator, UploadedFile
 
 BOT_ID = 777000111
 BOT_USERNAME = "qinglang_test_bot"
@@ -191,12 +196,48 @@ def message_json(
     return msg
 
 
+class EmulatedApi:
+    """The emulator, with the look-ups of FakeBotApi; `unreachable` users get 403 in private."""
+
+    def __init__(self) -> None:
+        self.emu = Emulator(TOKEN, bot_username=BOT_USERNAME)
+        for uid, name in NAMES.items():
+            self.emu.add_user(uid, name)
+        self.emu.add_chat(GROUP, "测试群", admins=[ADMIN], owner=OWNER, members=[*MEMBERS, SPAMMER])
+        self.emu.add_chat(REPORT_CHAT, "报告群", owner=OWNER)
+        self.unreachable = self.emu.blocked
+
+    def request(self) -> Any:
+        return self.emu.request()
+
+    def set_admin(self, chat_id: int, user_id: int) -> None:
+        self.emu.set_admin(chat_id, user_id)
+
+    @property
+    def calls(self) -> list[Call]:
+        return [self._wrap(c) for c in self.emu.calls()]
+
+    def of(self, method: str) -> list[Call]:
+        return [self._wrap(c) for c in self.emu.calls(method)]
+
+    def texts_to(self, chat_id: int) -> list[str]:
+        return [str(c.params.get("text", "")) for c in self.of("sendMessage") if c.chat_id == chat_id]
+
+    def clear(self) -> None:
+        self.emu.clear_calls()
+
+    @staticmethod
+    def _wrap(call: Any) -> Call:
+        files = {k: (v.filename, v.content) for k, v in call.params.items() if isinstance(v, UploadedFile)}
+        return Call(call.method, dict(call.params), files)
+
+
 @dataclass
 class BotEnv:
     """A running application (post_init done) with its fake API and a record of handler errors."""
 
     app: Any
-    api: FakeBotApi
+    api: EmulatedApi
     errors: list[BaseException]
     db_url: str
 
@@ -208,24 +249,18 @@ class BotEnv:
         self, text: str, *, sender: int, chat_id: int = GROUP, reply_to: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """Deliver one message update; returns the message JSON (to reply to it later)."""
-        msg = message_json(text, sender=sender, chat_id=chat_id, reply_to=reply_to)
-        await self.app.process_update(
-            Update.de_json({"update_id": next(_update_ids), "message": msg}, self.app.bot)
-        )
+        msg = self.api.emu.message(chat_id, sender, text, reply_to=reply_to)
+        await self._process({"message": msg})
         return msg
 
     async def press(self, data: str, *, sender: int, chat_id: int) -> None:
-        """An inline-button press on a message the bot sent to `chat_id`."""
-        query = {
-            "id": str(next(_update_ids)),
-            "from": user(sender),
-            "chat_instance": "ci",
-            "data": data,
-            "message": message_json("review", sender=BOT_ID, chat_id=chat_id) | {"from": BOT_USER},
-        }
-        await self.app.process_update(
-            Update.de_json({"update_id": next(_update_ids), "callback_query": query}, self.app.bot)
-        )
+        """An inline-button press on the last message the bot sent to `chat_id`."""
+        message = self.api.emu.sent(chat_id)[-1]
+        await self._process({"callback_query": self.api.emu.callback(sender, message, data)})
+
+    async def _process(self, payload: dict[str, Any]) -> None:
+        update = Update.de_json({"update_id": next(_update_ids), **payload}, self.app.bot)
+        await self.app.process_update(update)
 
     def context(self) -> Any:
         """A context like the one a job gets, for running a job function directly."""
@@ -246,7 +281,7 @@ async def env_fixture(tmp_path: Path) -> AsyncIterator[BotEnv]:
     from bot.app import build_application
     from bot.config import Settings
 
-    api = FakeBotApi(admins={GROUP: [OWNER, ADMIN], REPORT_CHAT: [OWNER]})
+    api = EmulatedApi()
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'qinglang.db'}"
     settings = Settings(
         telegram_token=TOKEN,  # type: ignore[arg-type]
@@ -255,7 +290,9 @@ async def env_fixture(tmp_path: Path) -> AsyncIterator[BotEnv]:
         telegram_retries=0,
         _env_file=None,  # type: ignore[call-arg]
     )
-    app = build_application(settings, request=api, get_updates_request=api, classifier=shared_model())
+    app = build_application(
+        settings, request=api.request(), get_updates_request=api.request(), classifier=shared_model()
+    )
     errors: list[BaseException] = []
 
     async def record_error(update: object, context: Any) -> None:
@@ -267,6 +304,7 @@ async def env_fixture(tmp_path: Path) -> AsyncIterator[BotEnv]:
     await app.post_init(app)  # run_polling would; the tests drive the application themselves
     try:
         yield BotEnv(app=app, api=api, errors=errors, db_url=db_url)
+        assert api.emu.internal_errors == []
     finally:
         await app.shutdown()
         if app.post_shutdown is not None:

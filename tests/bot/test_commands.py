@@ -319,7 +319,7 @@ async def test_submit_keeps_incidents_queued_when_nobody_takes_the_file(env: Bot
 
 async def test_reportchat_needs_admin_rights_in_the_reported_chat(env: BotEnv) -> None:
     await env.send("/reportchat -1001234567890", sender=OWNER, chat_id=REPORT_CHAT)
-    env.api.admins[REPORT_CHAT] = [OWNER, MEMBERS[0]]
+    env.api.set_admin(REPORT_CHAT, MEMBERS[0])
     env.services.admins.invalidate(REPORT_CHAT)  # as after a chat_member update
     await env.send("/reportchat -1001234567890", sender=MEMBERS[0], chat_id=REPORT_CHAT)
     assert "不是群" in last_text(env, REPORT_CHAT)
@@ -360,7 +360,8 @@ async def test_member_reports_are_rate_limited(env: BotEnv) -> None:
     assert len(thanks) == 3  # the fourth within ten minutes is ignored
     await env.send("/report", sender=MEMBERS[3])
     assert last_text(env) == "请回复要举报的消息，再发送 /report。"
-    bot_msg = {**targets[0], "from": {"id": BOT_ID, "is_bot": True, "first_name": "清朗"}}
+    bot_msg = env.api.emu.sent(GROUP)[-1]  # one of the bot's own replies
+    assert bot_msg["from"]["id"] == BOT_ID
     await env.send("/report", sender=MEMBERS[0], reply_to=bot_msg)
     assert last_text(env) == "这条消息不能举报。"
     assert env.errors == []
