@@ -209,3 +209,19 @@ def test_shipped_model_dir_copy_loads(tmp_path: Path) -> None:
     d = tmp_path / "copy"
     shutil.copytree(m.DEFAULT_MODEL_DIR, d)
     assert classifier.load(d).version == classifier.load().version
+
+
+def test_lazy_offsets_and_contact_shortcut_match_the_full_path(shipped: m.Classifier) -> None:
+    """classify() builds the offset map only when there are terms or contacts to point at, and
+    skips contact extraction for text without a letter or digit: same reasons as doing it all."""
+    from classifier.contacts import extract_contacts
+
+    cfg = GeneratorConfig(seed=3, per_category=150, ok_templated=300, background=300)
+    texts = [e.text for e in generate(load_seeds(), cfg)] + ODD_INPUTS[:7] + ["Ｋ１３８", "\u212a\u017f"]
+    for text in texts:
+        v = shipped.classify(text)
+        norm = shipped._normalize(m._clean(text))
+        _, contacts = shipped._contacts(norm)
+        assert v.reasons["terms"] == shipped._match_terms(norm), text
+        assert v.reasons["contacts"] == contacts, text
+        assert m._extract_contacts(norm.text) == list(extract_contacts(norm.text)), text
