@@ -365,7 +365,8 @@ async def report_message(
     pending = incident.action_taken in (None, "kept_for_review") and incident.review_result is None
     text = review_text(record, flagged, chat_title=record.chat_title, lang=lang) + "\n\n" + names
     markup = review_keyboard(record.chat_id, incident.id, lang) if pending else None
-    sent, failed = [], []
+    sent: list[int] = []
+    failed: list[int] = []
     for target in targets:
         result = await services.tg.send_message(target, text[:4000], reply_markup=markup)
         (sent if result.ok else failed).append(target)

@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -163,7 +163,7 @@ async def _is_admin(services: Services, chat_id: int, message: Message) -> bool:
     return user is not None and await services.admins.is_admin(chat_id, user.id)
 
 
-def _wrap(command: Command) -> Callable[[Update, Context], Awaitable[None]]:
+def _wrap(command: Command) -> Callable[[Update, Context], Coroutine[Any, Any, None]]:
     async def callback(update: Update, context: Context) -> None:
         message, chat = update.effective_message, update.effective_chat
         if message is None or chat is None or message.from_user is None:

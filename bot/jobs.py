@@ -8,6 +8,7 @@ plain `job_<name>(context)` coroutine, so tests run them directly instead of wai
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,9 +75,7 @@ async def job_daily_digest(context: Context) -> DigestResult:
                 chat_id=policy.chat_id,
                 created_by="job:daily_digest",
                 targets=[policy.report_chat_id],
-                caption=lambda batch, n, lang=lang, title=title: t(
-                    "digest.caption", lang, batch=batch, n=n, chat=title
-                ),
+                caption=functools.partial(_caption, lang=lang, title=title),
                 services=services,
             )
         except admin.DeliveryFailed:
@@ -93,6 +92,10 @@ async def job_daily_digest(context: Context) -> DigestResult:
         result.batches[policy.chat_id] = delivery.batch_id if delivery is not None else None
         result.delivered[policy.chat_id] = sent.ok
     return result
+
+
+def _caption(batch: int, n: int, *, lang: str, title: str) -> str:
+    return t("digest.caption", lang, batch=batch, n=n, chat=title)
 
 
 async def job_retention_purge(context: Context) -> storage.PurgeResult:
