@@ -6,8 +6,8 @@ reusing the column types' own bind processors so rows are stored exactly as the 
 
 - SQLite: a dedicated writer thread with its own sqlite3 connection runs the whole transaction
   (BEGIN IMMEDIATE .. COMMIT) in one hop;
-- PostgreSQL: the asyncpg connection under a pooled SQLAlchemy connection, five round trips
-  (BEGIN, advisory lock, existing row + chain head, insert + head upsert, COMMIT).
+- PostgreSQL: the asyncpg connection under a pooled SQLAlchemy connection, one statement and one round
+  trip per incident in the common case (see below).
 """
 
 from __future__ import annotations
@@ -161,49 +161,111 @@ def close_writer(engine: AsyncEngine) -> None:
 
 
 # ---- PostgreSQL: asyncpg under a pooled connection ----
+#
+# One statement, one round trip, in an implicit transaction (so its reply comes after the durable
+# commit): take the chat's advisory lock (the same lock `append_event` and purges hold), skip if the
+# message is already recorded, advance the chain head only if it is still where we think it is, and
+# insert the incident only if the head moved. The head we start from is the one this engine wrote last
+# (or read once); if another writer moved it, nothing is written and we read the head again and retry.
+# Why this is safe: every append to a chain moves its head under the advisory lock, and an UPDATE in
+# READ COMMITTED rechecks its WHERE against the newest committed row, so a stale head never forks.
 
-_PG_SELECT = (
-    "SELECT (SELECT id FROM incidents WHERE chat_id = $1 AND message_id = $2 AND edit_key = $3), "
-    "h.last_seq, h.last_hash FROM (SELECT 1) AS one LEFT JOIN chain_heads AS h ON h.chat_id = $1"
-)
 _n = len(_INSERT_COLUMNS)
-_PG_INSERT = (
-    f"WITH ins AS (INSERT INTO incidents ({', '.join(_INSERT_COLUMNS)}) "
-    f"VALUES ({', '.join(f'${i + 1}' for i in range(_n))}) RETURNING id), "
-    f"head AS (INSERT INTO chain_heads (chat_id, last_seq, last_hash, updated_at) "
-    f"VALUES (${_n + 1}, ${_n + 2}, ${_n + 3}, ${_n + 4}) ON CONFLICT (chat_id) DO UPDATE SET "
-    "last_seq = EXCLUDED.last_seq, last_hash = EXCLUDED.last_hash, updated_at = EXCLUDED.updated_at) "
-    "SELECT id FROM ins"
+
+
+def _pg_casts() -> list[str]:
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    out = []
+    for name in _INSERT_COLUMNS:
+        col_type = _TABLE.c[name].type
+        out.append(getattr(col_type, "impl", col_type).compile(dialect=dialect))
+    return out
+
+
+_PG_VALUES = ", ".join(f"${i + 1}::{cast}" for i, cast in enumerate(_pg_casts()))
+# $1.. = incident columns (chat_id, message_id, edit_key among them); then the head's old and new values
+_P_CHAT = _INSERT_COLUMNS.index("chat_id") + 1
+_P_MSG = _INSERT_COLUMNS.index("message_id") + 1
+_P_KEY = _INSERT_COLUMNS.index("edit_key") + 1
+_P_SEQ = _INSERT_COLUMNS.index("seq") + 1
+_P_HASH = _INSERT_COLUMNS.index("record_hash") + 1
+_P_TIME = _INSERT_COLUMNS.index("recorded_at") + 1
+_P_OLD_SEQ, _P_OLD_HASH = _n + 1, _n + 2
+_PG_COMMON = (
+    f"WITH lk AS (SELECT pg_advisory_xact_lock(${_P_CHAT}::bigint) AS locked), "
+    f"old AS (SELECT id FROM incidents WHERE chat_id = ${_P_CHAT}::bigint "
+    f"AND message_id = ${_P_MSG}::bigint AND edit_key = ${_P_KEY}::bigint), "
 )
-_pg_plans: dict[int, _Plan] = {}
+_PG_TAIL = (
+    f"ins AS (INSERT INTO incidents ({', '.join(_INSERT_COLUMNS)}) SELECT {_PG_VALUES} FROM h RETURNING id) "
+    "SELECT (SELECT id FROM ins), (SELECT id FROM old)"
+)
+# the chat's chain already has a head: move it from (old seq, old hash)
+_PG_APPEND = (
+    _PG_COMMON
+    + f"h AS (UPDATE chain_heads SET last_seq = ${_P_SEQ}::bigint, last_hash = ${_P_HASH}::varchar, "
+    f"updated_at = ${_P_TIME}::timestamptz FROM lk WHERE chat_id = ${_P_CHAT}::bigint "
+    f"AND last_seq = ${_P_OLD_SEQ}::bigint AND last_hash = ${_P_OLD_HASH}::varchar "
+    "AND NOT EXISTS (SELECT 1 FROM old) RETURNING 1), " + _PG_TAIL
+)
+# the first record of a chat: create the head (a concurrent first record makes this insert nothing)
+_PG_FIRST = (
+    _PG_COMMON + f"h AS (INSERT INTO chain_heads (chat_id, last_seq, last_hash, updated_at) "
+    f"SELECT ${_P_CHAT}::bigint, ${_P_SEQ}::bigint, ${_P_HASH}::varchar, ${_P_TIME}::timestamptz FROM lk "
+    "WHERE NOT EXISTS (SELECT 1 FROM old) AND $" + str(_P_OLD_SEQ) + "::bigint = 0 "
+    "AND $" + str(_P_OLD_HASH) + "::varchar IS NOT NULL "
+    "ON CONFLICT (chat_id) DO NOTHING RETURNING 1), " + _PG_TAIL
+)
+_PG_HEAD = "SELECT last_seq, last_hash FROM chain_heads WHERE chat_id = $1"
+_PG_ATTEMPTS = 1000  # each failed attempt means another writer appended; give up only if something is wrong
+
+
+class _PgState:
+    """Per engine: bind processors and the last chain head seen per chat (a hint, always rechecked)."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.plan = _Plan(dialect)
+        self.heads: dict[int, tuple[int, str]] = {}
+
+    def remember(self, chat_id: int, seq: int, digest: str) -> None:
+        if len(self.heads) > 100_000:  # a hint cache: bounded, refilled on demand
+            self.heads.clear()
+        self.heads[chat_id] = (seq, digest)
+
+
+_pg_states: weakref.WeakKeyDictionary[Any, _PgState] = weakref.WeakKeyDictionary()
 
 
 async def record_postgres(engine: AsyncEngine, values: dict[str, Any]) -> tuple[int, bool]:
-    plan = _pg_plans.get(id(engine.dialect))
-    if plan is None:
-        plan = _pg_plans[id(engine.dialect)] = _Plan(engine.dialect)
+    state = _pg_states.get(engine.sync_engine)
+    if state is None:
+        state = _pg_states[engine.sync_engine] = _PgState(engine.dialect)
     chat_id = values["chat_id"]
     async with engine.connect() as sa_conn:
         fairy = await sa_conn.get_raw_connection()
         conn = fairy.driver_connection
         assert conn is not None
         try:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", chat_id)
-                existing, last_seq, prev = await conn.fetchrow(
-                    _PG_SELECT, chat_id, values["message_id"], values["edit_key"]
+            head = state.heads.get(chat_id)
+            for _ in range(_PG_ATTEMPTS):
+                if head is None:
+                    row = await conn.fetchrow(_PG_HEAD, chat_id)
+                    head = (row[0], row[1]) if row is not None else (0, GENESIS)
+                last_seq, prev = head
+                _complete(values, last_seq, prev)
+                new_id, existing = await conn.fetchrow(
+                    _PG_FIRST if last_seq == 0 else _PG_APPEND, *state.plan.params(values), last_seq, prev
                 )
+                if new_id is not None:
+                    state.remember(chat_id, values["seq"], values["record_hash"])
+                    return new_id, True
                 if existing is not None:
                     return existing, False
-                _complete(values, last_seq or 0, prev or GENESIS)
-                new_id = await conn.fetchval(
-                    _PG_INSERT,
-                    *plan.params(values),
-                    chat_id,
-                    values["seq"],
-                    values["record_hash"],
-                    values["recorded_at"],
-                )
+                head = None  # another writer moved the head: read it again
+                state.heads.pop(chat_id, None)
+            raise RuntimeError(f"chat {chat_id}: could not append to the chain after {_PG_ATTEMPTS} attempts")
         except (OSError, ConnectionError) as exc:
             fairy.invalidate(exc)
             raise
@@ -211,4 +273,3 @@ async def record_postgres(engine: AsyncEngine, values: dict[str, Any]) -> tuple[
             if type(exc).__name__ in ("ConnectionDoesNotExistError", "InterfaceError"):
                 fairy.invalidate(exc)
             raise
-    return new_id, True
