@@ -40,12 +40,12 @@ USER_ID = 2001
 GROUP_TITLE = "测试群"
 
 
-def make_emulator(token: str = DEFAULT_TOKEN, **chat: Any) -> Emulator:
+def make_emulator(token: str = DEFAULT_TOKEN, *, check_token: bool = False, **chat: Any) -> Emulator:
     """An emulator with one supergroup GROUP_ID: owner OWNER_ID, admin ADMIN_ID, member USER_ID.
 
     `chat` overrides add_chat's arguments (e.g. bot_rights={"can_delete_messages": False}).
     """
-    emu = Emulator(token)
+    emu = Emulator(token, check_token=check_token)
     emu.add_user(OWNER_ID, "群主", username="owner")
     emu.add_user(ADMIN_ID, "管理员", username="admin")
     emu.add_user(USER_ID, "小明", username="xiaoming")

@@ -42,6 +42,8 @@ STRING_PARAMS = frozenset(
         "document",
         "photo",
         "video",
+        "file_id",
+        "query",
     }
 )
 _JSON_START = frozenset('{["-0123456789tfn')
@@ -158,7 +160,8 @@ def make_app(emu: Emulator) -> Callable[[Scope, Receive, Send], Awaitable[None]]
         if path.startswith("/file/bot"):
             status, content = await _file(emu, path)
         elif path.startswith("/bot") and "/" in path[4:]:
-            status, content = await _api(emu, scope, body, path[4:].split("/", 1)[1])
+            token, method = path[4:].split("/", 1)
+            status, content = await _api(emu, scope, body, token, method)
         else:
             status, content = _encode(404, {"ok": False, "error_code": 404, "description": "Not Found"})
         await send(
@@ -179,7 +182,7 @@ def make_app(emu: Emulator) -> Callable[[Scope, Receive, Send], Awaitable[None]]
     return app
 
 
-async def _api(emu: Emulator, scope: Scope, body: bytes, method: str) -> tuple[int, bytes]:
+async def _api(emu: Emulator, scope: Scope, body: bytes, token: str, method: str) -> tuple[int, bytes]:
     headers = dict(scope.get("headers") or ())
     content_type = headers.get(b"content-type", b"").decode("latin-1")
     try:
@@ -191,11 +194,13 @@ async def _api(emu: Emulator, scope: Scope, body: bytes, method: str) -> tuple[i
         return _encode(400, {"ok": False, "error_code": 400, "description": f"Bad Request: {exc}"})
     if not method:
         return _encode(400, {"ok": False, "error_code": 400, "description": "Bad Request: no method"})
-    return _encode(*await emu.handle(method, params))
+    return _encode(*await emu.handle(method, params, token=token))
 
 
 async def _file(emu: Emulator, path: str) -> tuple[int, bytes]:
-    # /file/bot<TOKEN>/<file_id>: the bytes of a file the bot uploaded
+    # /file/bot<TOKEN>/<file_path>: the bytes of a file the bot uploaded (file_path ends in its id)
+    if emu.check_token and not path.startswith(f"/file/bot{emu.token}/"):
+        return 401, b""
     file_id = path.rsplit("/", 1)[-1]
     upload = emu.files.get(file_id)
     if upload is None:

@@ -175,3 +175,36 @@ def video_json(file_id: str) -> JSON:
         "mime_type": "video/mp4",
         "file_size": 250000,
     }
+
+
+def entity(kind: str, text: str, fragment: str, *, occurrence: int = 0, **extra: Any) -> JSON:
+    """A MessageEntity of `kind` over `fragment`'s `occurrence`-th appearance in `text` (UTF-16 offsets)."""
+    start = -1
+    for _ in range(occurrence + 1):
+        start = text.find(fragment, start + 1)
+        if start < 0:
+            raise ValueError(f"{fragment!r} does not occur {occurrence + 1} time(s) in the text")
+    return {"type": kind, "offset": utf16_len(text[:start]), "length": utf16_len(fragment), **extra}
+
+
+def text_link(text: str, fragment: str, url: str) -> JSON:
+    """A text_link entity: `fragment` of `text` shown as a link to `url` (the hidden-link shape)."""
+    return entity("text_link", text, fragment, url=url)
+
+
+def url_keyboard(*buttons: tuple[str, str], per_row: int = 1) -> JSON:
+    """An InlineKeyboardMarkup of URL buttons, (label, url) each, `per_row` to a row."""
+    row_list = [
+        [{"text": label, "url": url} for label, url in buttons[i : i + per_row]]
+        for i in range(0, len(buttons), per_row)
+    ]
+    return {"inline_keyboard": row_list}
+
+
+def callback_keyboard(*buttons: tuple[str, str], per_row: int = 2) -> JSON:
+    """An InlineKeyboardMarkup of callback buttons, (label, callback_data) each."""
+    row_list = [
+        [{"text": label, "callback_data": data} for label, data in buttons[i : i + per_row]]
+        for i in range(0, len(buttons), per_row)
+    ]
+    return {"inline_keyboard": row_list}

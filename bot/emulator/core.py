@@ -27,6 +27,7 @@ from bot.emulator.state import (
     Call,
     ChatState,
     Fault,
+    Slowdown,
     StoredMessage,
     UploadedFile,
 )
@@ -38,11 +39,24 @@ _KEEP = object()  # add_chat(bot_rights=...) default: the bot is an admin with D
 
 
 class _RandomFaults:
-    def __init__(self, methods: set[str] | None, rate: float, seed: int, statuses: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        methods: set[str] | None,
+        rate: float,
+        seed: int,
+        statuses: tuple[int, ...],
+        slow_rate: float,
+        slow_seconds: float,
+    ) -> None:
         self.methods = methods
         self.rate = rate
         self.random = random.Random(seed)
         self.statuses = statuses
+        self.slow_rate = slow_rate
+        self.slow_seconds = slow_seconds
+
+    def applies(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -72,8 +86,11 @@ class Emulator:
         *,
         bot_username: str = "qinglang_test_bot",
         bot_name: str = "清朗",
+        check_token: bool = False,
     ) -> None:
         self.token = token
+        # True: a request with another token gets 401 Unauthorized (PTB raises InvalidToken)
+        self.check_token = check_token
         head = token.split(":", 1)[0]
         bot_id = int(head) if head.isdigit() else 123456789  # Telegram: the token starts with the bot id
         self.bot_user: JSON = builders.user_json(bot_id, bot_name, username=bot_username, is_bot=True)
@@ -88,6 +105,7 @@ class Emulator:
         self.base_url: str | None = None  # set while serve() runs
         self.base_file_url: str | None = None
         self.app = make_app(self)
+        self.now = time.monotonic()  # arrival time of the call being answered (methods read it)
 
         self._updates: deque[JSON] = deque()
         self._update_ids = itertools.count(1)
@@ -97,9 +115,11 @@ class Emulator:
         self._file_ids = itertools.count(1)
         self._calls: dict[str, list[Call]] = {}
         self._all_calls: list[Call] = []
+        self._sent: list[StoredMessage] = []  # bot-sent messages in order: sent() without scanning chats
+        self._last_update: JSON | None = None
         self._faults: dict[str, deque[Fault]] = {}
         self._random_faults: _RandomFaults | None = None
-        self._delays: dict[str, float] = {}
+        self._delays: dict[str, Slowdown] = {}
         self._update_waiters: list[asyncio.Future[None]] = []
         self._change_waiters: list[asyncio.Future[None]] = []
         self._closing = False
@@ -195,6 +215,13 @@ class Emulator:
         state = self.chat_state(chat_id)
         state.bot_rights = None if rights is None else {**builders.DEFAULT_BOT_RIGHTS, **rights}
 
+    def kick_bot(self, chat_id: int, *, status: str = "kicked") -> None:
+        """Remove the bot from a group ("kicked" or "left"): its calls on that chat then get 403."""
+        if status not in ("kicked", "left"):
+            raise ValueError("status must be 'kicked' or 'left'")
+        state = self.chat_state(chat_id)
+        state.bot_status, state.bot_rights = status, None
+
     def chat_state(self, chat_id: int) -> ChatState:
         """The chat's state; a group id not seen before becomes a supergroup, a positive id a private chat."""
         state = self.chats.get(chat_id)
@@ -240,19 +267,29 @@ class Emulator:
             return []
         return [m.data for m in state.messages.values() if include_deleted or not m.deleted]
 
+    def deleted_at(self, chat_id: int, message_id: int) -> float | None:
+        """time.monotonic() of the call that deleted this message (None: not deleted)."""
+        stored = self.get_message(chat_id, message_id)
+        return None if stored is None else stored.deleted_at
+
     def sent(self, chat_id: int | None = None) -> list[JSON]:
-        """Messages the bot sent (sendMessage, sendDocument), oldest first; one chat or all."""
-        states = [self.chats[chat_id]] if chat_id is not None and chat_id in self.chats else []
-        if chat_id is None:
-            states = list(self.chats.values())
-        return [m.data for s in states for m in s.messages.values() if m.from_bot]
+        """Messages the bot sent (sendMessage, sendDocument), oldest first, as they are now."""
+        return [m.data for m in self._sent if chat_id is None or m.data["chat"]["id"] == chat_id]
+
+    @property
+    def sent_count(self) -> int:
+        """How many messages the bot has sent (all chats); cheap enough to poll in wait_for."""
+        return len(self._sent)
 
     def _store(self, state: ChatState, fields: JSON, *, from_bot: bool) -> JSON:
         message_id = state.next_message_id
         state.next_message_id += 1
         data: JSON = {"message_id": message_id, **fields, "chat": state.chat}
         data.setdefault("date", int(time.time()))
-        state.messages[message_id] = StoredMessage(data=data, from_bot=from_bot)
+        stored = StoredMessage(data=data, from_bot=from_bot)
+        state.messages[message_id] = stored
+        if from_bot:
+            self._sent.append(stored)
         return data
 
     def _reply_target(self, state: ChatState, reply_to: int | JSON | None) -> JSON | None:
@@ -280,6 +317,7 @@ class Emulator:
         """Queue a raw update (update_id is assigned); returns the full update."""
         update = {"update_id": next(self._update_ids), **payload}
         self._updates.append(update)
+        self._last_update = update
         if self._update_waiters:
             waiters, self._update_waiters = self._update_waiters, []
             _wake_all(waiters)
@@ -304,14 +342,16 @@ class Emulator:
         thread_id: int | None = None,
         *,
         date: int | None = None,
-        edit: bool = False,
+        push: bool = True,
         **extra: Any,
     ) -> JSON:
         """Queue a `message` update from a user in a chat; returns the Message dict.
 
-        Text starting with "/" gets its bot_command entity. `forward_origin`: a user id, a hidden
-        user's name, or a MessageOrigin dict. `sender_chat`: the group itself (anonymous admin, from
-        GroupAnonymousBot) or a channel (from Channel_Bot). `extra` keys are copied into the message.
+        Text starting with "/" gets its bot_command entity. `entities` apply to the text, or to the
+        caption of a photo/video/document. `forward_origin`: a user id, a hidden user's name, or a
+        MessageOrigin dict. `sender_chat`: the group itself (anonymous admin, from GroupAnonymousBot)
+        or a channel (from Channel_Bot). `extra` keys are copied into the message. `push=False`
+        stores the message without queuing an update (build one with `update(...)`).
         """
         state = self.chat_state(chat_id)
         fields: JSON = {}
@@ -372,8 +412,30 @@ class Emulator:
             fields["reply_markup"] = reply_markup
         fields.update(extra)
         data = self._store(state, fields, from_bot=False)
-        self.push_update({"message": data})
+        if push:
+            self.push_update({"message": data})
         return data
+
+    def send_message(self, chat: int | JSON, user: int | JSON | None, text: str | None, **extra: Any) -> JSON:
+        """`message()` taking ids or User/Chat dicts (a dict user is registered): the brief's spelling."""
+        chat_id = int(chat["id"]) if isinstance(chat, dict) else chat
+        if isinstance(chat, dict) and chat_id not in self.chats:
+            self.add_chat(chat_id, chat.get("title"), chat.get("type", "supergroup"))
+        user_id = None
+        if isinstance(user, dict):
+            user_id = int(user["id"])
+            self.users.setdefault(user_id, dict(user))
+        elif user is not None:
+            user_id = user
+        return self.message(chat_id, user_id, text, **extra)
+
+    def command(self, chat_id: int, user_id: int, command: str, *args: str, **kwargs: Any) -> JSON:
+        """Queue "/command args" (bot_command entity included); "@bot" is appended with mention=True."""
+        mention = kwargs.pop("mention", False)
+        name = command.lstrip("/")
+        if mention:
+            name = f"{name}@{self.bot_user['username']}"
+        return self.message(chat_id, user_id, " ".join([f"/{name}", *args]), **kwargs)
 
     def private_message(self, user_id: int, text: str | None = None, **kwargs: Any) -> JSON:
         """Queue a message from a user to the bot in their private chat; returns the Message dict."""
@@ -428,8 +490,18 @@ class Emulator:
 
     @property
     def pending_updates(self) -> list[JSON]:
-        """Updates not yet confirmed by a getUpdates offset."""
+        """Updates not yet confirmed by a getUpdates offset (a copy: O(pending))."""
         return list(self._updates)
+
+    @property
+    def pending_count(self) -> int:
+        """How many updates are not yet confirmed."""
+        return len(self._updates)
+
+    @property
+    def last_update(self) -> JSON | None:
+        """The update queued last (confirmed or not); O(1)."""
+        return self._last_update
 
     def served_at(self, update_id: int) -> float | None:
         """time.monotonic() when getUpdates first returned this update (None: not yet)."""
@@ -574,15 +646,25 @@ class Emulator:
         rate: float,
         seed: int = 0,
         statuses: Iterable[int] = (429, 500),
+        *,
+        slow_rate: float = 0.0,
+        slow_seconds: float = 1.0,
     ) -> None:
-        """Fail a fraction `rate` of the calls of `methods` (None: every method) with one of `statuses`."""
-        chosen = {methods} if isinstance(methods, str) else (None if methods is None else set(methods))
-        self._random_faults = _RandomFaults(chosen, rate, seed, tuple(statuses))
+        """Fail a fraction `rate` of the calls of `methods` (None: every method) with one of `statuses`.
 
-    def delay(self, method: str, seconds: float) -> None:
-        """Answer every call of `method` ("*": any) after `seconds` (0 removes the delay)."""
+        Also answer a fraction `slow_rate` of them `slow_seconds` late. Seeded: the same sequence of
+        calls meets the same faults. Replaces an earlier fail_randomly().
+        """
+        chosen = {methods} if isinstance(methods, str) else (None if methods is None else set(methods))
+        self._random_faults = _RandomFaults(chosen, rate, seed, tuple(statuses), slow_rate, slow_seconds)
+
+    def delay(self, method: str, seconds: float, times: int | None = None) -> None:
+        """Answer the next `times` calls (None: every call) of `method` ("*": any) `seconds` late.
+
+        0 removes the delay. A delayed call still gets its scripted fault, if any, afterwards.
+        """
         if seconds > 0:
-            self._delays[method] = seconds
+            self._delays[method] = Slowdown(seconds, times)
         else:
             self._delays.pop(method, None)
 
@@ -591,6 +673,27 @@ class Emulator:
         self._faults.clear()
         self._random_faults = None
         self._delays.clear()
+
+    def _take_delay(self, method: str) -> float:
+        pause = 0.0
+        for key in (method, "*"):
+            slow = self._delays.get(key)
+            if slow is not None:
+                if slow.times is not None:
+                    slow.times -= 1
+                    if slow.times <= 0:
+                        del self._delays[key]
+                pause = slow.seconds
+                break
+        chaos = self._random_faults
+        if (
+            chaos is not None
+            and chaos.slow_rate
+            and chaos.applies(method)
+            and chaos.random.random() < chaos.slow_rate
+        ):
+            pause = max(pause, chaos.slow_seconds)
+        return pause
 
     def _take_fault(self, method: str) -> ApiError | None:
         for key in (method, "*"):
@@ -603,11 +706,7 @@ class Emulator:
                         queue.popleft()
                 return fault.error()
         chaos = self._random_faults
-        if (
-            chaos is not None
-            and (chaos.methods is None or method in chaos.methods)
-            and chaos.random.random() < chaos.rate
-        ):
+        if chaos is not None and chaos.rate and chaos.applies(method) and chaos.random.random() < chaos.rate:
             status = chaos.random.choice(chaos.statuses)
             retry_after = 1 if status == 429 else None
             description = DEFAULT_DESCRIPTIONS.get(status, f"Error {status}")
@@ -616,20 +715,24 @@ class Emulator:
 
     # --- dispatch ----------------------------------------------------------------------------
 
-    async def handle(self, method: str, params: JSON) -> tuple[int, JSON]:
+    async def handle(self, method: str, params: JSON, *, token: str | None = None) -> tuple[int, JSON]:
         """Answer one Bot API call: (HTTP status, JSON body). Every call is recorded."""
         entry = METHODS.get(method.lower())
         name = entry[0] if entry is not None else method
         call = Call(name, params, time.monotonic())
         try:
-            pause = self._delays.get(name) or self._delays.get("*")
+            if self.check_token and token != self.token:
+                raise ApiError(401, "Unauthorized")
+            pause = self._take_delay(name) if (self._delays or self._random_faults) else 0.0
             if pause:
                 await asyncio.sleep(pause)
-            fault = self._take_fault(name)
+            fault = self._take_fault(name) if (self._faults or self._random_faults) else None
             if fault is not None:
                 raise fault
             if entry is None:
-                raise ApiError(400, f"Bad Request: the emulator does not implement method {method!r}")
+                # Telegram's answer; never 404, which PTB would report as InvalidToken
+                raise ApiError(400, "Not Found: method not found")
+            self.now = call.at
             result = entry[1](self, params)
             if inspect.isawaitable(result):
                 result = await result

@@ -52,10 +52,10 @@ def _int(params: JSON, name: str, default: int | None = None) -> int:
 def _chat(emu: Emulator, params: JSON) -> ChatState:
     ref = _required(params, "chat_id")
     if isinstance(ref, str) and ref.startswith("@"):
-        for state in emu.chats.values():
-            if state.chat.get("username") == ref[1:]:
-                return state
-        raise ApiError(400, "Bad Request: chat not found")
+        found = next((s for s in emu.chats.values() if s.chat.get("username") == ref[1:]), None)
+        if found is None:
+            raise ApiError(400, "Bad Request: chat not found")
+        return _reachable(found)
     try:
         chat_id = int(ref)
     except (TypeError, ValueError):
@@ -65,6 +65,13 @@ def _chat(emu: Emulator, params: JSON) -> ChatState:
         return emu.chat_state(chat_id)  # a private chat with a known user
     if state is None:
         raise ApiError(400, "Bad Request: chat not found")
+    return _reachable(state)
+
+
+def _reachable(state: ChatState) -> ChatState:
+    forbidden = state.forbidden()
+    if forbidden is not None:
+        raise ApiError(403, forbidden)
     return state
 
 
@@ -293,7 +300,7 @@ def delete_message(emu: Emulator, params: JSON) -> bool:
     state = _chat(emu, params)
     stored = _stored(state, _int(params, "message_id"), "message to delete not found")
     _check_delete(emu, state, stored)
-    stored.deleted = True
+    stored.delete(emu.now)
     return True
 
 
@@ -309,7 +316,7 @@ def delete_messages(emu: Emulator, params: JSON) -> bool:
     for stored in found:
         _check_delete(emu, state, stored)
     for stored in found:
-        stored.deleted = True
+        stored.delete(emu.now)
     return True
 
 
@@ -330,6 +337,21 @@ def send_document(emu: Emulator, params: JSON) -> JSON:
     if params.get("caption"):
         fields["caption"] = str(params["caption"])
     return _bot_message(emu, state, params, fields)
+
+
+@method("getFile")
+def get_file(emu: Emulator, params: JSON) -> JSON:
+    file_id = str(_required(params, "file_id"))
+    upload = emu.files.get(file_id)
+    if upload is None:
+        raise ApiError(400, "Bad Request: invalid file_id")
+    # served back at /file/bot<TOKEN>/<file_path>
+    return {
+        "file_id": file_id,
+        "file_unique_id": f"u{file_id}",
+        "file_size": len(upload.content),
+        "file_path": f"documents/{file_id}",
+    }
 
 
 # --- members ------------------------------------------------------------------------------
@@ -360,7 +382,7 @@ def ban_chat_member(emu: Emulator, params: JSON) -> bool:
     if params.get("revoke_messages"):
         for stored in state.messages.values():
             if stored.data.get("from", {}).get("id") == user_id:
-                stored.deleted = True
+                stored.delete(emu.now)
     return True
 
 
@@ -419,6 +441,7 @@ def get_chat(emu: Emulator, params: JSON) -> JSON:
 def leave_chat(emu: Emulator, params: JSON) -> bool:
     state = _chat(emu, params)
     state.bot_rights = None
+    state.bot_status = "left"
     return True
 
 

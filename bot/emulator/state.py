@@ -60,6 +60,14 @@ class Fault:
         return ApiError(self.status, self.description, self.retry_after)
 
 
+@dataclass
+class Slowdown:
+    """Answer a method's next `times` calls (None: every call) `seconds` late."""
+
+    seconds: float
+    times: int | None = None
+
+
 DEFAULT_DESCRIPTIONS = {
     400: "Bad Request: emulated failure",
     403: "Forbidden: bot was kicked from the supergroup chat",
@@ -77,6 +85,12 @@ class StoredMessage:
     data: JSON
     from_bot: bool
     deleted: bool = False
+    deleted_at: float | None = None  # time.monotonic() of the call that deleted it
+
+    def delete(self, at: float) -> None:
+        """Mark deleted (the first deletion's time is kept)."""
+        if not self.deleted:
+            self.deleted, self.deleted_at = True, at
 
     @property
     def message_id(self) -> int:
@@ -91,6 +105,7 @@ class ChatState:
     owner: int | None = None
     admins: dict[int, JSON] = field(default_factory=dict)  # user id -> rights overrides
     bot_rights: JSON | None = None  # None: the bot is a plain member
+    bot_status: str = "member"  # "member" (or admin, by bot_rights), "kicked" or "left": calls get 403
     members: set[int] = field(default_factory=set)
     restricted: dict[int, tuple[JSON, int]] = field(default_factory=dict)  # permissions, until_date
     banned: dict[int, int] = field(default_factory=dict)  # until_date
@@ -108,3 +123,11 @@ class ChatState:
     @property
     def is_group(self) -> bool:
         return self.type in ("group", "supergroup")
+
+    def forbidden(self) -> str | None:
+        """Telegram's 403 description when the bot was removed from this group, else None."""
+        if self.bot_status == "kicked":
+            return f"Forbidden: bot was kicked from the {self.type} chat"
+        if self.bot_status == "left":
+            return f"Forbidden: bot is not a member of the {self.type} chat"
+        return None

@@ -17,7 +17,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatMemberStatus
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter
 from telegram.ext import CallbackQueryHandler, ContextTypes, MessageHandler, filters
 
 from bot.emulator import Emulator
@@ -252,7 +252,7 @@ async def test_send_document_keeps_bytes(emu: Emulator, bot) -> None:
 
 
 async def test_unknown_method_is_400_not_invalid_token(emu: Emulator, bot) -> None:
-    with pytest.raises(BadRequest, match=r"(?i)does not implement"):
+    with pytest.raises(BadRequest, match=r"(?i)method not found"):
         await bot.do_api_request("frobnicate", {"chat_id": GROUP_ID})
     assert emu.calls("frobnicate")[0].status == 400
 
@@ -307,3 +307,89 @@ async def test_loopback_polling_end_to_end(emu: Emulator) -> None:
         assert emu.served_at(1) is not None
     assert emu.base_url is None
     assert emu.internal_errors == []
+
+
+async def test_forged_token_is_401_when_asked() -> None:
+    emu = make_emulator(check_token=True)
+    forged = emu.application_builder(token="123456789:FORGED").build()
+    with pytest.raises(InvalidToken):
+        await forged.initialize()
+    assert emu.calls("getMe")[0].status == 401
+    real = emu.application_builder().build()
+    await real.initialize()
+    await real.shutdown()
+
+
+async def test_kicked_bot_gets_403_everywhere(emu: Emulator, bot) -> None:
+    emu.kick_bot(GROUP_ID)
+    with pytest.raises(Forbidden, match="bot was kicked from the supergroup chat"):
+        await bot.send_message(GROUP_ID, "还在吗")
+    with pytest.raises(Forbidden, match="kicked"):
+        await bot.get_chat_administrators(GROUP_ID)
+    emu.add_user(4242, "拉黑者", blocked=True)
+    with pytest.raises(Forbidden, match="blocked by the user"):
+        await bot.send_message(4242, "私聊")
+
+
+async def test_exported_file_downloads_through_get_file(emu: Emulator, bot) -> None:
+    message = await bot.send_document(ADMIN_ID, b"id,label\n1,fraud\n", filename="incidents.csv")
+    file = await bot.get_file(message.document.file_id)
+    assert bytes(await file.download_as_bytearray()) == b"id,label\n1,fraud\n"
+    assert emu.sent(ADMIN_ID)[0]["chat"]["type"] == "private"
+
+
+async def test_slow_answers_counted_and_random(emu: Emulator, bot) -> None:
+    emu.delay("getChat", 0.15, times=1)
+    started = time.monotonic()
+    await bot.get_chat(GROUP_ID)
+    assert time.monotonic() - started >= 0.15
+    started = time.monotonic()
+    await bot.get_chat(GROUP_ID)
+    assert time.monotonic() - started < 0.1  # the slowdown was used up
+
+    def run(seed: int) -> list[bool]:
+        emu.fail_randomly("getChat", rate=0.0, seed=seed, slow_rate=0.5, slow_seconds=0.001)
+        return [emu._take_delay("getChat") > 0 for _ in range(40)]
+
+    assert run(3) == run(3) and 5 < sum(run(3)) < 35  # seeded: reproducible
+
+
+async def test_message_shapes_reach_ptb(emu: Emulator, bot) -> None:
+    from bot.emulator import builders
+
+    text = "详情点这里 领取福利"
+    link = emu.send_message(
+        GROUP_ID, USER_ID, text, entities=[builders.text_link(text, "点这里", "https://x.example")]
+    )
+    buttons = emu.message(
+        GROUP_ID, USER_ID, "看看", reply_markup=builders.url_keyboard(("进群", "https://t.me/+abc"))
+    )
+    caption = "私聊我 🎰 下注"
+    photo = emu.message(
+        GROUP_ID, USER_ID, caption=caption, photo=True, entities=[builders.entity("bold", caption, "🎰 下注")]
+    )
+    channel = emu.message(GROUP_ID, sender_chat=-1009999, text="频道转发")
+    command = emu.command(GROUP_ID, ADMIN_ID, "stats", "7", mention=True)
+    quiet = emu.message(GROUP_ID, USER_ID, "不推送", push=False)
+
+    updates = {u.message.message_id: u.message for u in await bot.get_updates(timeout=0)}
+    assert quiet["message_id"] not in updates and emu.last_update["message"] is command
+    hidden = updates[link["message_id"]].parse_entities(["text_link"])
+    assert [(e.url, t) for e, t in hidden.items()] == [("https://x.example", "点这里")]
+    assert updates[buttons["message_id"]].reply_markup.inline_keyboard[0][0].url == "https://t.me/+abc"
+    shown = updates[photo["message_id"]]
+    assert shown.photo[-1].file_unique_id and shown.parse_caption_entities() == {
+        shown.caption_entities[0]: "🎰 下注"
+    }
+    assert updates[channel["message_id"]].sender_chat.type == "channel"
+    assert updates[channel["message_id"]].from_user.username == "Channel_Bot"
+    stats = updates[command["message_id"]]
+    assert stats.text == "/stats@qinglang_test_bot 7"
+    assert stats.parse_entities(["bot_command"]) == {stats.entities[0]: "/stats@qinglang_test_bot"}
+
+
+async def test_deleted_at_is_the_delete_call_time(emu: Emulator, bot) -> None:
+    injected = emu.message(GROUP_ID, USER_ID, "出冰")
+    assert emu.deleted_at(GROUP_ID, injected["message_id"]) is None
+    await bot.delete_message(GROUP_ID, injected["message_id"])
+    assert emu.deleted_at(GROUP_ID, injected["message_id"]) == emu.calls("deleteMessage")[0].at
