@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -16,14 +17,16 @@ from telegram import (
     BotCommandScopeAllPrivateChats,
     Update,
 )
-from telegram.ext import ApplicationBuilder, CallbackQueryHandler, MessageHandler, filters
-from telegram.request import BaseRequest
+from telegram.ext import ApplicationBuilder, CallbackQueryHandler, MessageHandler, TypeHandler, filters
+from telegram.request import BaseRequest, HTTPXRequest
 
 import storage
 from bot import commands, jobs
 from bot.caches import AdminCache, ChatSettingsCache
 from bot.config import Settings
 from bot.context import CONTEXT_TYPES, Context, QinglangApp, Services
+from bot.evidence import Evidence, default_spool_dir
+from bot.journal import JournalingRequest, UpdateJournal, replay_unfinished
 from bot.moderation import (
     REVIEW_PREFIX,
     Classifier,
@@ -35,14 +38,16 @@ from bot.moderation import (
     review_decision,
 )
 from bot.telegram_io import SafeTelegram
+from storage.spool import Spool
 
 log = logging.getLogger(__name__)
 
 # Handler groups run in this order; within a group the first matching handler wins, and every group
 # sees every update. Moderation comes first so evidence is taken before any command reacts.
-# (A journal of fetched updates, see the hardening issue, would go in a group before MODERATION.)
+# Fetched updates are journaled by the getUpdates request itself (bot/journal.py), before any group.
 MODERATION = 0
 COMMANDS = 1
+JOURNAL_DONE = 99  # last: the update's handlers have all run
 
 # What the bot asks Telegram for. chat_member updates (admin changes) need the bot to be an admin.
 ALLOWED_UPDATES = [
@@ -124,6 +129,18 @@ async def job_remove_notice(context: Context) -> None:
     await context.services.tg.delete_message(chat_id, message_id)
 
 
+async def on_update_done(update: Update, context: Context) -> None:
+    """Every handler has run for this update: it need not be replayed after a crash."""
+    journal = context.services.journal
+    if journal is not None:
+        journal.mark_done([update.update_id])
+
+
+async def job_drain_spool(context: Context) -> None:
+    """Evidence spooled while the database was unavailable goes into it as soon as it answers."""
+    await context.services.evidence.drain()
+
+
 async def on_error(update: object, context: Context) -> None:
     """Log and carry on: one bad update must never stop the bot."""
     log.error("error while handling an update", exc_info=context.error)
@@ -132,8 +149,13 @@ async def on_error(update: object, context: Context) -> None:
 # --- services: created in post_init, closed in post_shutdown ------------------------------------
 
 
+def spool_dir(settings: Settings) -> Path:
+    """Where spooled evidence and the update journal live."""
+    return settings.spool_dir or default_spool_dir(settings.database_url)
+
+
 def _post_init(
-    settings: Settings, preloaded: Classifier | None, observers: list[Observer]
+    settings: Settings, preloaded: Classifier | None, observers: list[Observer], journal: UpdateJournal | None
 ) -> Callable[[QinglangApp], Any]:
     async def post_init(application: QinglangApp) -> None:
         db = await storage.open_database(settings.database_url)
@@ -162,8 +184,15 @@ def _post_init(
                 db, default_mode=settings.default_mode, ttl=settings.chat_settings_cache_seconds
             ),
             admins=AdminCache(tg, ttl=settings.admin_cache_seconds),
+            evidence=Evidence(db, Spool(spool_dir(settings)), retry_seconds=settings.spool_retry_seconds),
+            journal=journal,
             observers=list(observers),
         )
+        services = application.bot_data.services
+        # After a crash: spooled evidence first (in order), then the updates fetched but never finished.
+        await services.evidence.drain()
+        if journal is not None:
+            await replay_unfinished(application, journal)
         for scope, listed in (
             (BotCommandScopeAllChatAdministrators(), commands.BOT_COMMANDS),
             (BotCommandScopeAllGroupChats(), commands.MEMBER_COMMANDS),
@@ -183,6 +212,8 @@ async def _post_shutdown(application: QinglangApp) -> None:
     if services is not None:
         application.bot_data.services = None
         await services.db.close()
+        if services.journal is not None:
+            services.journal.close()
 
 
 # --- the composition root --------------------------------------------------------------------
@@ -204,19 +235,25 @@ def build_application(
     """
     if settings.telegram_token is None:
         raise ValueError("no bot token: set QINGLANG_TELEGRAM_TOKEN or pass --token")
+    journal = UpdateJournal(spool_dir(settings) / "updates-journal.sqlite3") if settings.journal_updates else None
     builder = (
         ApplicationBuilder()
         .token(settings.telegram_token.get_secret_value())
         .context_types(CONTEXT_TYPES)
         # Sequential on purpose: for handlers this cheap, PTB runs 3-4x slower with concurrent updates.
         .concurrent_updates(False)
-        .post_init(_post_init(settings, classifier, observers or []))
+        .post_init(_post_init(settings, classifier, observers or [], journal))
         .post_shutdown(_post_shutdown)
     )
     if settings.base_url:
         builder = builder.base_url(settings.base_url)
     if request is not None:
         builder = builder.request(request)
+    if journal is not None:
+        # Journal each fetched batch before PTB can confirm it to Telegram (bot/journal.py).
+        get_updates_request = JournalingRequest(
+            get_updates_request or HTTPXRequest(connection_pool_size=1), journal
+        )
     if get_updates_request is not None:
         builder = builder.get_updates_request(get_updates_request)
     application: QinglangApp = builder.build()  # type: ignore[assignment]
@@ -230,8 +267,14 @@ def build_application(
     )
     for handler in commands.command_handlers():
         application.add_handler(handler, group=COMMANDS)
+    # 99 · last: the update is finished; the journal need not replay it after a crash
+    application.add_handler(TypeHandler(Update, on_update_done), group=JOURNAL_DONE)
     # Errors: log and carry on
     application.add_error_handler(on_error)
     # Scheduled jobs (bot/jobs.py): digest, retention purge, admin-cache refresh
     jobs.schedule_jobs(application)
+    if application.job_queue is not None:
+        application.job_queue.run_repeating(
+            job_drain_spool, interval=settings.spool_retry_seconds, name="drain_spool"
+        )
     return application

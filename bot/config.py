@@ -47,4 +47,17 @@ class Settings(BaseSettings):
     max_retry_after_seconds: float = Field(
         default=30, ge=0, description="Longest flood-control wait (429 retry_after) honoured before giving up"
     )
+    spool_dir: Path | None = Field(
+        default=None,
+        description="Where evidence waits while the database is unavailable; default: beside the SQLite "
+        "file (<file>.spool) or ./qinglang-spool",
+    )
+    spool_retry_seconds: float = Field(
+        default=2, gt=0, description="How often spooled evidence is retried into the database"
+    )
+    journal_updates: bool = Field(
+        default=True,
+        description="Journal fetched updates (in the spool dir) before polling confirms them, "
+        "and replay unfinished ones on start",
+    )
     log_level: str = Field(default="INFO", description="Python logging level")

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     import storage
     from bot.caches import AdminCache, ChatSettingsCache
     from bot.config import Settings
+    from bot.evidence import Evidence
+    from bot.journal import UpdateJournal
     from bot.moderation import Classifier, MessageRecord, Outcome
     from bot.telegram_io import SafeTelegram
 
@@ -26,12 +28,21 @@ class Services:
     tg: SafeTelegram
     chats: ChatSettingsCache
     admins: AdminCache
+    # Incidents and events: the database, or the local spool while it is unavailable.
+    evidence: Evidence
+    # Fetched updates journaled before polling confirms them (None: not polling through the journal).
+    journal: UpdateJournal | None = None
     # Chats already told that the bot lacks a right: {(chat_id, "delete" | "restrict")}.
     rights_warned: set[tuple[int, str]] = field(default_factory=set)
     # Monotonic time of the last deletion notice per chat (notices are rate-limited per chat).
     last_notice: dict[int, float] = field(default_factory=dict)
     # Called with (record, outcome) after each group message: the demo's printout, metrics, tests.
     observers: list[Callable[[MessageRecord, Outcome], None]] = field(default_factory=list)
+
+
+    def spool_depth(self) -> int:
+        """Evidence entries waiting in the spool for the database (a metrics gauge reads this)."""
+        return self.evidence.depth()
 
 
 class BotData:

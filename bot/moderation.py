@@ -20,6 +20,7 @@ from telegram.ext import filters
 
 import storage
 from bot.caches import ChatPolicy
+from bot.evidence import IncidentRef
 from bot.i18n import category_name, t
 from bot.telegram_io import ApiResult
 
@@ -271,12 +272,11 @@ class Outcome:
 # --- the pipeline -----------------------------------------------------------------------------
 
 
-async def _append(services: Services, incident_id: int, events: Sequence[tuple[str, str, str, Any]]) -> None:
-    async with services.db.sessionmaker.begin() as session:
-        for kind, value, actor, detail in events:
-            await storage.append_event(
-                session=session, incident_id=incident_id, kind=kind, value=value, actor=actor, detail=detail
-            )
+async def _append(
+    services: Services, incident_id: IncidentRef, events: Sequence[tuple[str, str, str, Any]]
+) -> None:
+    # Through Evidence: the database, or the spool while it is unavailable (bot/evidence.py).
+    await services.evidence.append(incident_id, events)
 
 
 async def moderate(record: MessageRecord, services: Services) -> Outcome:
@@ -301,20 +301,23 @@ async def moderate(record: MessageRecord, services: Services) -> Outcome:
     if decision.action == "pass":
         return Outcome("ok", category=verdict.label, score=verdict.score)
 
-    # Evidence first: committed before anything is done to the message.
-    incident, created = await storage.record_incident(
-        sessionmaker=services.db.sessionmaker, incident=new_incident(record, verdict, received_at=received_at)
-    )
-    base = Outcome("ok", category=verdict.label, score=float(verdict.score), incident_id=incident.id)
-    if not created:  # the same message (or edit) seen again: it was already handled
-        base.status = "duplicate"
+    # Evidence first: committed (or, with the database down, spooled to disk) before anything is done
+    # to the message.
+    recorded = await services.evidence.record(new_incident(record, verdict, received_at=received_at))
+    incident_ref = recorded.ref
+    base = Outcome("ok", category=verdict.label, score=float(verdict.score), incident_id=recorded.incident_id)
+    if not recorded.created and await services.evidence.action_taken(recorded):
+        base.status = "duplicate"  # the same message (or edit) seen again: it was already handled
         return base
+    if not recorded.created:
+        # Recorded before a crash, but its action never was: complete it now (journal replay).
+        base.extra["resumed"] = True
 
     if not decision.act:  # dry_run: record what would have happened, touch nothing
         would = "deleted" if decision.action == "delete" else "kept_for_review"
         await _append(
             services,
-            incident.id,
+            incident_ref,
             [
                 ("action", "none", "model", {"dry_run": True, "would": would}),
                 ("report", "queued", "model", None),
@@ -324,14 +327,24 @@ async def moderate(record: MessageRecord, services: Services) -> Outcome:
         return base
 
     if decision.action == "delete":
-        return await _delete_and_strike(record, chat, services, incident.id, base, actor="model")
-    return await _send_for_review(record, chat, services, incident.id, verdict, base)
+        return await delete_and_strike(record, chat, services, incident_ref, base, actor="model")
+    return await _send_for_review(record, chat, services, incident_ref, verdict, base)
 
 
-async def _delete_and_strike(
-    record: MessageRecord, chat: ChatPolicy, services: Services, incident_id: int, out: Outcome, *, actor: str
+async def delete_and_strike(
+    record: MessageRecord,
+    chat: ChatPolicy,
+    services: Services,
+    incident_id: IncidentRef,
+    out: Outcome,
+    *,
+    actor: str,
 ) -> Outcome:
+    """Delete a recorded message, post the notice, append the outcome, count the strike, escalate."""
     deleted = await services.tg.delete_message(record.chat_id, record.message_id)
+    if out.extra.get("resumed") and deleted.kind == "gone":
+        # Resumed after a crash: the delete sent before it most likely went through.
+        deleted = ApiResult(True, attempts=deleted.attempts, note=f"resumed after restart: {deleted.error}")
     events: list[tuple[str, str, str, Any]] = [
         ("action", "deleted" if deleted.ok else "delete_failed", actor, deleted.detail())
     ]
@@ -351,31 +364,26 @@ async def _delete_and_strike(
     if actor == "model":
         events.append(("report", "queued", "model", None))
 
-    strikes = 0
-    async with services.db.sessionmaker.begin() as session:
-        for kind, value, who, detail in events:
-            await storage.append_event(
-                session=session, incident_id=incident_id, kind=kind, value=value, actor=who, detail=detail
-            )
-        if record.sender_id is not None:  # a channel posting as itself cannot be muted
-            strikes = await storage.add_strike(
-                session=session,
-                chat_id=record.chat_id,
-                user_id=record.sender_id,
-                incident_id=incident_id,
-                window=dt.timedelta(seconds=chat.strike_window_seconds),
-            )
+    strikes = await services.evidence.append(
+        incident_id,
+        events,
+        # a channel posting as itself cannot be muted
+        strike=(record.sender_id, chat.strike_window_seconds) if record.sender_id is not None else None,
+    )
     out.extra["strikes"] = strikes
     if record.sender_id is not None and chat.strike_limit > 0 and strikes >= chat.strike_limit:
         await _escalate(record, chat, services, incident_id, out, strikes=strikes)
     return out
 
 
+_delete_and_strike = delete_and_strike  # the name bot/admin.py imports
+
+
 async def _escalate(
     record: MessageRecord,
     chat: ChatPolicy,
     services: Services,
-    incident_id: int,
+    incident_id: IncidentRef,
     out: Outcome,
     *,
     strikes: int,
@@ -512,13 +520,14 @@ async def _send_for_review(
     record: MessageRecord,
     chat: ChatPolicy,
     services: Services,
-    incident_id: int,
+    incident_id: IncidentRef,
     verdict: VerdictLike,
     out: Outcome,
 ) -> Outcome:
     """Keep the message; send it to the report chat, or to each admin who has started the bot."""
     text = review_text(record, verdict, chat_title=record.chat_title, lang=chat.language)
-    markup = review_keyboard(record.chat_id, incident_id, chat.language)
+    # A spooled incident has no id yet: its review goes out without buttons (/review lists it later).
+    markup = review_keyboard(record.chat_id, incident_id, chat.language) if isinstance(incident_id, int) else None
     if chat.report_chat_id:
         targets: Sequence[int] = [chat.report_chat_id]
     else:
@@ -595,7 +604,7 @@ async def review_decision(
 
     record = _record_from_incident(incident)
     out = Outcome("ok", category=incident.category, score=incident.score, incident_id=incident.id)
-    out = await _delete_and_strike(record, chat, services, incident.id, out, actor=actor)
+    out = await delete_and_strike(record, chat, services, incident.id, out, actor=actor)
     if out.status == "deleted":
         text = t("review.decided_delete", lang, admin=admin_name)
     else:
@@ -635,6 +644,7 @@ __all__ = [
     "ReviewChoice",
     "ReviewResult",
     "decide",
+    "delete_and_strike",
     "message_record",
     "moderate",
     "new_incident",

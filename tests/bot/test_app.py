@@ -10,7 +10,7 @@ from admin_harness import BOT_ID, FakeBotApi, shared_model
 from telegram.ext import CallbackQueryHandler, MessageHandler
 
 from bot import commands
-from bot.app import COMMANDS, MODERATION, build_application, on_group_message, on_review_button
+from bot.app import COMMANDS, JOURNAL_DONE, MODERATION, build_application, on_group_message, on_review_button
 from bot.config import Settings
 
 TOKEN = f"{BOT_ID}:AAapp-tests-token-0123456789abcdefghij"
@@ -27,7 +27,7 @@ def settings(tmp_path: Path, **extra: Any) -> Settings:
 
 def test_handler_groups_in_order(tmp_path: Path) -> None:
     app = build_application(settings(tmp_path), classifier=shared_model())
-    assert sorted(app.handlers) == [MODERATION, COMMANDS]
+    assert sorted(app.handlers) == [MODERATION, COMMANDS, JOURNAL_DONE]
     (moderation,) = app.handlers[MODERATION]
     assert isinstance(moderation, MessageHandler) and moderation.callback is on_group_message
     first, *rest = app.handlers[COMMANDS]

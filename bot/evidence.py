@@ -1,0 +1,209 @@
+"""Evidence that is always durable somewhere: the database when it answers, else the local spool.
+
+`moderate` records through `Evidence` so that a message is deleted only once its incident is on disk:
+committed to the database, or fsync'd to the spool (storage/spool.py) when the database is unavailable
+or locked. Spooled evidence is replayed into the database, in order, as soon as it answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+import storage
+from storage.spool import IncidentKey, Spool, incident_key, replay_spool
+
+log = logging.getLogger(__name__)
+
+EventSpec = tuple[str, str, str, Any]  # kind, value, actor, detail
+IncidentRef = int | IncidentKey  # a database incident's id, or a spooled incident's key
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError, TimeoutError, PoolTimeout, sqlite3.OperationalError]
+    try:
+        import asyncpg
+
+        errors += [asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError]
+        errors += [asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError]
+    except ImportError:  # SQLite-only installs
+        pass
+    return tuple(errors)
+
+
+_DRIVER_ERRORS = _driver_errors()
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """A database that is down, restarting, unreachable or locked (not a bug, not a constraint)."""
+    if isinstance(exc, IntegrityError):
+        return False
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc.orig, _DRIVER_ERRORS) or "locked" in str(exc)
+    return isinstance(exc, _DRIVER_ERRORS)
+
+
+def default_spool_dir(database_url: str | None) -> Path:
+    """Beside a SQLite file (`<file>.spool`), else ./qinglang-spool."""
+    url = storage.engine.resolve_url(database_url)
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            return Path(database + ".spool")
+    return Path("qinglang-spool")
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """Where an incident's evidence is: `incident_id` in the database, or None while spooled."""
+
+    key: IncidentKey
+    created: bool
+    incident_id: int | None
+    incident: Any = None  # the storage.Incident row, when in the database
+
+    @property
+    def ref(self) -> IncidentRef:
+        """How to name the incident to `Evidence.append`."""
+        return self.incident_id if self.incident_id is not None else self.key
+
+
+class Evidence:
+    """Records incidents and their events in the database, falling back to the spool."""
+
+    def __init__(self, db: storage.Database, spool: Spool, *, retry_seconds: float = 1.0) -> None:
+        self.db = db
+        self.spool = spool
+        self.retry_seconds = retry_seconds
+        self._drain_lock = asyncio.Lock()
+        self._next_try = 0.0  # monotonic time before which the database is not tried again
+        self._keys: dict[int, IncidentKey] = {}  # recent incident ids -> keys, to spool their events
+
+    def depth(self) -> int:
+        """Spooled entries not yet in the database (the metrics gauge reads this)."""
+        return self.spool.depth()
+
+    def _down(self, exc: BaseException, what: str) -> None:
+        self._next_try = time.monotonic() + self.retry_seconds
+        log.warning("database unavailable (%s): %s spooled; %s", type(exc).__name__, what, exc)
+
+    async def drain(self) -> int:
+        """Replay the spool into the database; returns entries replayed (0 if it is still down)."""
+        if not self.spool.depth():
+            return 0
+        async with self._drain_lock:
+            try:
+                done = await replay_spool(spool=self.spool, sessionmaker=self.db.sessionmaker)
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                self._next_try = time.monotonic() + self.retry_seconds
+                log.info("database still unavailable; %d spooled entries wait", self.spool.depth())
+                return 0
+        if done:
+            log.info("replayed %d spooled entries into the database", done)
+        return done
+
+    async def _database_first(self) -> bool:
+        """Whether to write to the database now: the spool is empty (after trying to drain it)."""
+        if self.spool.depth() and time.monotonic() >= self._next_try:
+            await self.drain()
+        return not self.spool.depth()
+
+    async def record(self, incident: storage.NewIncident) -> Recorded:
+        """Record an incident durably (idempotent on chat, message and edit)."""
+        key = incident_key(incident)
+        if self.spool.holds(key):
+            return Recorded(key, created=False, incident_id=None)
+        if await self._database_first():
+            try:
+                row, created = await storage.record_incident(
+                    sessionmaker=self.db.sessionmaker, incident=incident
+                )
+                recorded = Recorded(key, created=created, incident_id=row.id, incident=row)
+                self.remember(recorded)
+                return recorded
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                self._down(exc, f"incident {key}")
+        await asyncio.to_thread(self.spool.add_incident, incident)
+        return Recorded(key, created=True, incident_id=None)
+
+    async def append(
+        self,
+        ref: IncidentRef,
+        events: Sequence[EventSpec],
+        *,
+        strike: tuple[int, float] | None = None,
+    ) -> int:
+        """Append events (and the strike: user id, window seconds) in one transaction, or spool them.
+
+        Returns the sender's strikes in the window (0 when spooled: counted once replayed).
+        """
+        if isinstance(ref, int) and await self._database_first():
+            try:
+                return await self._append_db(ref, events, strike)
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                self._down(exc, f"events of incident {ref}")
+        key = ref if not isinstance(ref, int) else await self._key_of(ref)
+        for kind, value, actor, detail in events:
+            await asyncio.to_thread(
+                self.spool.add_event, key, kind=kind, value=value, actor=actor, detail=detail
+            )
+        if strike is not None:
+            await asyncio.to_thread(self.spool.add_strike, key, user_id=strike[0], window_seconds=strike[1])
+        return 0
+
+    async def _key_of(self, incident_id: int) -> IncidentKey:
+        known = self._keys.get(incident_id)
+        if known is None:  # recorded before this process: only in the database, which is down
+            raise RuntimeError(f"incident {incident_id}: database unavailable and its key is unknown")
+        return known
+
+    def remember(self, recorded: Recorded) -> None:
+        """Keep the key of a database incident, so its events can be spooled if the database goes."""
+        if recorded.incident_id is not None:
+            self._keys[recorded.incident_id] = recorded.key
+            if len(self._keys) > 10_000:
+                self._keys.pop(next(iter(self._keys)))
+
+    async def _append_db(self, incident_id: int, events: Sequence[EventSpec], strike: tuple[int, float] | None) -> int:
+        strikes = 0
+        async with self.db.sessionmaker.begin() as session:
+            for kind, value, actor, detail in events:
+                await storage.append_event(
+                    session=session, incident_id=incident_id, kind=kind, value=value, actor=actor, detail=detail
+                )
+            if strike is not None:
+                incident = await storage.get_incident(session=session, incident_id=incident_id)
+                assert incident is not None
+                strikes = await storage.add_strike(
+                    session=session,
+                    chat_id=incident.chat_id,
+                    user_id=strike[0],
+                    incident_id=incident_id,
+                    window=dt.timedelta(seconds=strike[1]),
+                )
+        return strikes
+
+    async def action_taken(self, recorded: Recorded) -> bool:
+        """Whether an incident already has an action outcome (else its action is still pending)."""
+        if recorded.incident_id is None:
+            return True  # spooled earlier in this process: its outcome is spooled after it
+        async with self.db.sessionmaker() as session:
+            state = await session.get(storage.IncidentState, recorded.incident_id)
+        return state is not None and state.action_taken is not None

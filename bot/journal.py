@@ -1,0 +1,185 @@
+"""A durable journal of fetched updates, so a crash never loses one that polling already confirmed.
+
+python-telegram-bot's polling confirms a batch to Telegram (the next getUpdates carries a higher
+`offset`) as soon as it has fetched it, before the handlers run; Telegram never sends a confirmed update
+again. So `JournalingRequest` (a public `BaseRequest` wrapped around the getUpdates client) writes every
+fetched update to a local SQLite journal, committed with synchronous=FULL, *before* PTB sees the
+response. A handler in the last group marks each update done; on start, `replay_unfinished` runs the
+updates that were fetched but never finished, before polling begins.
+
+Telegram resends the last, unconfirmed batch after a restart: updates already in the journal are handed
+to PTB as empty updates (just the id), so the offset still advances and nothing is judged twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from telegram import Update
+from telegram.request import BaseRequest, RequestData
+
+if TYPE_CHECKING:
+    from bot.context import QinglangApp
+
+log = logging.getLogger(__name__)
+
+KEEP_DONE = 10_000  # finished entries kept (duplicates of older updates cannot arrive any more)
+
+
+class UpdateJournal:
+    """The journal file (SQLite, 0600). Opened on first use; safe to call from any thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._done_since_prune = 0
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS updates (update_id INTEGER PRIMARY KEY, raw TEXT NOT NULL,"
+                " fetched_at REAL NOT NULL, done_at REAL)"
+            )
+            self._conn = conn
+        return self._conn
+
+    def exists(self) -> bool:
+        return self._conn is not None or self.path.exists()
+
+    def add(self, updates: list[dict[str, Any]]) -> set[int]:
+        """Journal fetched updates durably; returns the ids that were not in the journal before."""
+        with self._lock:
+            db = self._db()
+            db.execute("PRAGMA synchronous=FULL")  # fsync at commit: on disk before PTB confirms them
+            now = time.time()
+            new: set[int] = set()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for update in updates:
+                    uid = int(update["update_id"])
+                    cur = db.execute(
+                        "INSERT OR IGNORE INTO updates (update_id, raw, fetched_at) VALUES (?, ?, ?)",
+                        (uid, json.dumps(update, ensure_ascii=False), now),
+                    )
+                    if cur.rowcount:
+                        new.add(uid)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return new
+
+    def mark_done(self, update_ids: Iterable[int]) -> None:
+        """Handlers have finished with these updates."""
+        with self._lock:
+            db = self._db()
+            # A lost "done" only means a harmless replay (incidents are idempotent): no fsync needed.
+            db.execute("PRAGMA synchronous=NORMAL")
+            ids = [(time.time(), int(u)) for u in update_ids]
+            db.executemany("UPDATE updates SET done_at = ? WHERE update_id = ? AND done_at IS NULL", ids)
+            self._done_since_prune += len(ids)
+            if self._done_since_prune >= 1000:
+                self._done_since_prune = 0
+                db.execute(
+                    "DELETE FROM updates WHERE done_at IS NOT NULL AND update_id < "
+                    "(SELECT COALESCE(MAX(update_id), 0) FROM updates) - ?",
+                    (KEEP_DONE,),
+                )
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        """Updates fetched but not finished, oldest first."""
+        if not self.exists():
+            return []
+        with self._lock:
+            rows = (
+                self._db()
+                .execute("SELECT raw FROM updates WHERE done_at IS NULL ORDER BY update_id")
+                .fetchall()
+            )
+        return [json.loads(raw) for (raw,) in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+class JournalingRequest(BaseRequest):
+    """Wraps the getUpdates `BaseRequest`: journals each fetched batch before PTB gets it."""
+
+    def __init__(self, inner: BaseRequest, journal: UpdateJournal) -> None:
+        self.inner = inner
+        self.journal = journal
+
+    @property
+    def read_timeout(self) -> float | None:
+        return self.inner.read_timeout
+
+    async def initialize(self) -> None:
+        await self.inner.initialize()
+
+    async def shutdown(self) -> None:
+        await self.inner.shutdown()
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: Any = BaseRequest.DEFAULT_NONE,
+        write_timeout: Any = BaseRequest.DEFAULT_NONE,
+        connect_timeout: Any = BaseRequest.DEFAULT_NONE,
+        pool_timeout: Any = BaseRequest.DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        code, body = await self.inner.do_request(
+            url,
+            method,
+            request_data,
+            read_timeout=read_timeout,
+            write_timeout=write_timeout,
+            connect_timeout=connect_timeout,
+            pool_timeout=pool_timeout,
+        )
+        if code != 200 or not url.endswith("/getUpdates"):
+            return code, body
+        payload = json.loads(body)
+        updates = payload.get("result") or []
+        if not updates:
+            return code, body
+        new = await asyncio.to_thread(self.journal.add, updates)
+        if len(new) == len(updates):
+            return code, body
+        # Seen before (resent after a restart): keep only the id, so PTB advances the offset past it.
+        payload["result"] = [u if u["update_id"] in new else {"update_id": u["update_id"]} for u in updates]
+        return code, json.dumps(payload).encode()
+
+
+async def replay_unfinished(application: QinglangApp, journal: UpdateJournal) -> int:
+    """Run every journaled update whose handlers never finished (call before polling starts)."""
+    pending = await asyncio.to_thread(journal.unfinished)
+    if not pending:
+        return 0
+    log.info("replaying %d journaled updates that were fetched but not finished", len(pending))
+    with warnings.catch_warnings():
+        # Tasks a handler creates are awaited by `settle`/shutdown, not by the not-yet-running Application.
+        warnings.filterwarnings("ignore", message=".*is not running.*")
+        for raw in pending:
+            await application.process_update(Update.de_json(raw, application.bot))
+    return len(pending)
