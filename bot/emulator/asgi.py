@@ -186,10 +186,11 @@ async def _api(emu: Emulator, scope: Scope, body: bytes, token: str, method: str
     headers = dict(scope.get("headers") or ())
     content_type = headers.get(b"content-type", b"").decode("latin-1")
     try:
-        params: JSON = {
-            k: form_value(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode("utf-8"))
-        }
-        params.update(parse_body(body, content_type))
+        params = parse_body(body, content_type)
+        query = scope.get("query_string")
+        if query:  # curl and browsers: GET /bot<TOKEN>/getMe?x=1; the body wins
+            for k, v in parse_qsl(query.decode("utf-8")):
+                params.setdefault(k, form_value(k, v))
     except (ValueError, UnicodeDecodeError) as exc:
         return _encode(400, {"ok": False, "error_code": 400, "description": f"Bad Request: {exc}"})
     if not method:

@@ -42,7 +42,11 @@ def _required(params: JSON, name: str) -> Any:
 
 
 def _int(params: JSON, name: str, default: int | None = None) -> int:
-    value = params.get(name, default) if default is not None else _required(params, name)
+    if default is not None:
+        value = params.get(name)
+        value = default if value is None or value == "" else value
+    else:
+        value = _required(params, name)
     try:
         return int(value)
     except (TypeError, ValueError):
@@ -195,10 +199,13 @@ async def get_updates(emu: Emulator, params: JSON) -> list[JSON]:
             "Conflict: can't use getUpdates method while webhook is active; "
             "use deleteWebhook to delete the webhook first",
         )
-    offset = params.get("offset")
+    offset = _int(params, "offset") if params.get("offset") not in (None, "") else None
     limit = max(1, min(100, _int(params, "limit", 100)))
-    timeout = max(0.0, float(params.get("timeout") or 0))
-    return await emu._poll(None if offset is None else int(offset), limit, timeout)
+    try:
+        timeout = max(0.0, float(params.get("timeout") or 0))
+    except (TypeError, ValueError):
+        raise ApiError(400, "Bad Request: timeout must be a number") from None
+    return await emu._poll(offset, limit, timeout)
 
 
 @method("setWebhook")

@@ -274,6 +274,10 @@ async def test_raw_http_json_form_and_errors(emu: Emulator) -> None:
             "description": "Too Many Requests: retry after 3",
             "parameters": {"retry_after": 3},
         }
+        r = await client.post(f"{url}/getUpdates", data={"offset": "", "timeout": "0"})  # curl-style blanks
+        assert r.status_code == 200 and len(r.json()["result"]) == 0
+        r = await client.post(f"{url}/getUpdates", data={"timeout": "soon"})
+        assert r.status_code == 400 and emu.internal_errors == []
         r = await client.post(f"{url}/sendMessage", data={"chat_id": "-42", "text": "x"})
         assert r.status_code == 400 and json.loads(r.content)["description"] == "Bad Request: chat not found"
 
