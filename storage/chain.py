@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,8 +20,9 @@ from storage.types import as_utc
 GENESIS = "0" * 64
 
 # Every export row has exactly these fields, in this order, in every format. Kinds drive conversion.
+# One row per incident; its events ride along in `events`. A purge anchor is a row of its own.
 FIELDS: tuple[tuple[str, str], ...] = (
-    ("record_type", "str"),  # incident | event | anchor
+    ("record_type", "str"),  # incident | anchor
     ("chat_id", "int"),
     ("seq", "int"),
     ("incident_id", "int"),
@@ -47,25 +49,27 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("reasons", "json"),
     ("contacts", "json"),
     ("decided_by", "str"),
-    # current state at export time (derived from the events, which are in the chain themselves)
+    # current state, derived from the events below (verify_export checks that they agree)
     ("action_taken", "str"),
     ("review_result", "str"),
     ("report_status", "str"),
     ("legal_hold", "bool"),
-    # event records
-    ("event_kind", "str"),
-    ("event_value", "str"),
-    ("event_actor", "str"),
-    ("event_detail", "str"),
-    ("batch_id", "int"),
-    # anchor records: a run of records removed by a retention purge, seq .. anchor_last_seq
+    # the incident's chain events in seq order: [{seq, kind, value, actor, detail, batch_id,
+    # recorded_at, prev_hash, record_hash}, ...]
+    ("events", "json"),
+    # anchor rows: a run of records removed by a retention purge, seq .. anchor_last_seq
     ("anchor_last_seq", "int"),
     ("recorded_at", "time"),
     ("prev_hash", "str"),
     ("record_hash", "str"),
 )
+EVENT_KEYS = (
+    "seq", "kind", "value", "actor", "detail", "batch_id", "recorded_at", "prev_hash", "record_hash",
+)  # fmt: skip
 FIELD_NAMES = tuple(name for name, _ in FIELDS)
 KINDS = dict(FIELDS)
+# the names an event's hash payload uses (the chain format, unchanged since the first record)
+KINDS.update(event_kind="str", event_value="str", event_actor="str", event_detail="str", batch_id="int")
 
 INCIDENT_HASHED = (
     "chat_id",
@@ -159,6 +163,45 @@ def describe(row: Mapping[str, Any]) -> str:
     return f"{base}: purge anchor through seq {row.get('anchor_last_seq')}"
 
 
+def event_record(row: Mapping[str, Any], event: Mapping[str, Any]) -> dict[str, Any]:
+    """An event embedded in an export row as a chain record (the names its hash covers)."""
+    return {
+        "record_type": "event",
+        "chat_id": row.get("chat_id"),
+        "seq": event.get("seq"),
+        "incident_id": row.get("incident_id"),
+        "message_id": row.get("message_id"),
+        "event_kind": event.get("kind"),
+        "event_value": event.get("value"),
+        "event_actor": event.get("actor"),
+        "event_detail": event.get("detail"),
+        "batch_id": event.get("batch_id"),
+        "recorded_at": event.get("recorded_at"),
+        "prev_hash": event.get("prev_hash"),
+        "record_hash": event.get("record_hash"),
+    }
+
+
+STATE_FIELDS = ("action_taken", "review_result", "report_status", "legal_hold")
+
+
+def state_of(events: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """An incident's current state from its events in seq order (the projection append_event keeps)."""
+    state: dict[str, Any] = dict.fromkeys(STATE_FIELDS)
+    state["legal_hold"] = False
+    for ev in events:
+        kind, value = ev.get("kind"), ev.get("value")
+        if kind == "action":
+            state["action_taken"] = value
+        elif kind == "review":
+            state["review_result"] = value
+        elif kind == "report":
+            state["report_status"] = value
+        elif kind == "legal_hold":
+            state["legal_hold"] = value == "on"
+    return state
+
+
 @dataclass
 class VerifyResult:
     """Outcome of a verification: per chat, the first broken record (if any)."""
@@ -199,10 +242,28 @@ class ChainVerifier:
         self.result.problems.append(message)
 
     def feed(self, row: Mapping[str, Any]) -> None:
+        """One record (incident, event or anchor, in the names `describe` uses), in seq order."""
+        kind = row.get("record_type")
+        name = describe(row)
+        if kind not in ("incident", "event", "anchor"):
+            self.link(row, name, check=False)
+            state = self.chats[_canonical("int", row.get("chat_id"))]
+            if not state.broken:
+                self._fail(state, f"{name}: unknown record_type {kind!r}")
+            return
+        if not self.link(row, name):
+            return
+        if kind != "anchor" and record_hash(kind, row, row.get("prev_hash") or "") != row.get("record_hash"):
+            self._fail(
+                self.chats[_canonical("int", row.get("chat_id"))],
+                f"{name}: record_hash does not match its contents: the record was altered",
+            )
+
+    def link(self, row: Mapping[str, Any], name: str, *, check: bool = True) -> bool:
+        """Check where a record sits in its chat's chain (not its own hash). False: the chain is broken."""
         self.result.records += 1
         chat_id = _canonical("int", row.get("chat_id"))
         seq = _canonical("int", row.get("seq"))
-        kind = row.get("record_type")
         prev = row.get("prev_hash") or ""
         state = self.chats.get(chat_id)
         if state is None:
@@ -214,34 +275,26 @@ class ChainVerifier:
                 if seq != 1:
                     self.result.notes.append(f"chat {chat_id}: the file starts at seq {seq}")
             self.chats[chat_id] = state
-        if state.broken:
-            return
-        name = describe(row)
-        if kind not in ("incident", "event", "anchor"):
-            return self._fail(state, f"{name}: unknown record_type {kind!r}")
+        if state.broken or not check:
+            return False
         if seq <= state.last_seq:
-            return self._fail(state, f"{name}: out of order (after seq {state.last_seq}): rows reordered?")
+            self._fail(state, f"{name}: out of order (after seq {state.last_seq}): rows reordered?")
+            return False
         if seq != state.last_seq + 1:
             if self.contiguous:
-                return self._fail(
-                    state,
-                    f"{name}: seq {state.last_seq + 1}..{seq - 1} missing: records deleted",
-                )
+                self._fail(state, f"{name}: seq {state.last_seq + 1}..{seq - 1} missing: records deleted")
+                return False
         elif prev != state.last_hash:
-            return self._fail(
+            self._fail(
                 state, f"{name}: prev_hash does not match the record before it: a record changed or removed"
             )
-        if kind == "anchor":
+            return False
+        if row.get("record_type") == "anchor":
             state.last_seq = _canonical("int", row.get("anchor_last_seq"))
-            state.last_hash = row.get("record_hash") or ""
-            return None
-        expected = record_hash(kind, row, prev)
-        if expected != row.get("record_hash"):
-            return self._fail(
-                state, f"{name}: record_hash does not match its contents: the record was altered"
-            )
-        state.last_seq, state.last_hash = seq, expected
-        return None
+        else:
+            state.last_seq = seq
+        state.last_hash = row.get("record_hash") or ""
+        return True
 
     def check_head(self, chat_id: int, last_seq: int, last_hash: str) -> None:
         """Compare where a chat's chain ends with the recorded head: notices records cut from the end."""
@@ -260,3 +313,115 @@ class ChainVerifier:
                 f"chat {chat_id}: the chain ends at seq {state.last_seq} but its head says seq {last_seq}: "
                 "records removed from the end",
             )
+
+
+class ExportVerifier:
+    """Verify export rows in any order: each record's hash (incident and embedded events) and each
+    row's state columns as they arrive; the links per chat in seq order at the end, from small
+    per-record tuples (seq, last seq, prev hash, hash, name)."""
+
+    def __init__(self, *, contiguous: bool = True) -> None:
+        self.contiguous = contiguous
+        # per chat: (seq, last seq, prev hash, hash, incident id, message id, label); label is interned
+        self.records: dict[int, list[tuple[int, int, bytes, bytes, Any, Any, str]]] = {}
+        self.hash_problems: list[str] = []
+        self.broken_chats: set[int] = set()
+
+    def _problem(self, chat_id: int, message: str) -> None:
+        if chat_id not in self.broken_chats:  # the first broken record of each chat
+            self.broken_chats.add(chat_id)
+            self.hash_problems.append(message)
+
+    def _keep(self, chat_id: int, record: Mapping[str, Any], last_seq: int | None = None) -> None:
+        seq = _canonical("int", record.get("seq"))
+        kind = record.get("record_type")
+        if kind == "event":
+            label = sys.intern(f"event {record.get('event_kind')}={record.get('event_value')}")
+        else:
+            label = "purge anchor" if kind == "anchor" else "incident"
+        self.records.setdefault(chat_id, []).append(
+            (
+                seq,
+                seq if last_seq is None else last_seq,
+                _packed(record.get("prev_hash")),
+                _packed(record.get("record_hash")),
+                record.get("incident_id"),
+                record.get("message_id"),
+                label,
+            )
+        )
+
+    def add_row(self, row: Mapping[str, Any]) -> None:
+        kind = row.get("record_type")
+        chat_id = _canonical("int", row.get("chat_id"))
+        name = describe(row)
+        if kind == "anchor":
+            self._keep(chat_id, row, _canonical("int", row.get("anchor_last_seq")))
+            return
+        if kind != "incident":
+            self._problem(chat_id, f"{name}: unknown record_type {kind!r}")
+            return
+        if record_hash("incident", row, row.get("prev_hash") or "") != row.get("record_hash"):
+            self._problem(chat_id, f"{name}: record_hash does not match its contents: the record was altered")
+        self._keep(chat_id, row)
+        events = row.get("events") or []
+        if not isinstance(events, list) or not all(isinstance(ev, Mapping) for ev in events):
+            self._problem(chat_id, f"{name}: events is not a list of events: the row was altered")
+            return
+        for ev in events:
+            record = event_record(row, ev)
+            ev_name = describe(record)
+            if record_hash("event", record, record.get("prev_hash") or "") != record.get("record_hash"):
+                self._problem(
+                    chat_id, f"{ev_name}: record_hash does not match its contents: the event was altered"
+                )
+            self._keep(chat_id, record)
+        derived = state_of(sorted(events, key=lambda ev: _canonical("int", ev.get("seq")) or 0))
+        for field_name in STATE_FIELDS:
+            shown = _canonical(KINDS[field_name], row.get(field_name))
+            if shown != _canonical(KINDS[field_name], derived[field_name]):
+                self._problem(
+                    chat_id,
+                    f"{name}: {field_name} says {shown!r} but its events say {derived[field_name]!r}: "
+                    "the row was altered",
+                )
+                break
+
+    def finish(self) -> VerifyResult:
+        """Link every chat's records in seq order; hash problems first, then broken links."""
+        chain = ChainVerifier(from_genesis=False, contiguous=self.contiguous)
+        for chat_id in sorted(self.records):
+            records = self.records[chat_id]
+            records.sort(key=lambda r: r[0])
+            for seq, last_seq, prev, digest, incident_id, message_id, label in records:
+                if label == "purge anchor":
+                    name = f"chat {chat_id} seq {seq}: purge anchor through seq {last_seq}"
+                elif label == "incident":
+                    name = f"chat {chat_id} seq {seq}: incident {incident_id} (message {message_id})"
+                else:
+                    name = f"chat {chat_id} seq {seq}: {label} of incident {incident_id} "
+                    name += f"(message {message_id})"
+                row = {
+                    "record_type": "anchor" if label == "purge anchor" else "incident",
+                    "chat_id": chat_id,
+                    "seq": seq,
+                    "anchor_last_seq": last_seq,
+                    "prev_hash": prev.hex() if len(prev) == 32 else prev.decode(),
+                    "record_hash": digest.hex() if len(digest) == 32 else digest.decode(),
+                }
+                chain.link(row, name, check=chat_id not in self.broken_chats)
+            self.records[chat_id] = []
+        result = chain.result
+        result.problems[:0] = self.hash_problems
+        return result
+
+
+def _packed(digest: Any) -> bytes:
+    """A hex digest in 32 bytes (anything else kept as its text, so a mismatch still shows)."""
+    text = "" if digest is None else str(digest)
+    if len(text) == 64:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            pass
+    return text.encode()

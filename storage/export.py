@@ -1,9 +1,12 @@
-"""Streamed exports (CSV with BOM, XLSX, JSONL) of the chain records, and verification of the database
-or of an export file on its own. Memory stays flat: rows come from server-side cursors and go straight
-to the file; XLSX uses xlsxwriter's constant_memory mode.
+"""Streamed exports (CSV with BOM, XLSX, JSONL) of the incident log, and verification of the database
+or of an export file on its own. Memory stays flat: incidents come from a server-side cursor in blocks,
+the events of a block in one query, and rows go straight to the file (XLSX in xlsxwriter's
+constant_memory mode).
 
-One row per chain record (`record_type` incident, event or anchor) in chain order per chat, with the
-same field names in every format (storage.chain.FIELDS).
+One row per incident (`record_type` incident), in chain order per chat, with its current state and its
+chain events in `events` (a JSON list); a retention purge leaves a rare row of its own (`record_type`
+anchor). The field names are the same in every format (storage.chain.FIELDS). The hot path reads raw
+driver values (no ORM or column-type layer) and converts only the columns that need it.
 """
 
 from __future__ import annotations
@@ -11,27 +14,40 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import operator
 import re
 import zipfile
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from xml.etree.ElementTree import iterparse
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, column, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from storage.chain import FIELD_NAMES, FIELDS, KINDS, ChainVerifier, VerifyResult, iso
+from storage.chain import (
+    FIELD_NAMES,
+    FIELDS,
+    KINDS,
+    ChainVerifier,
+    ExportVerifier,
+    VerifyResult,
+    iso,
+)
 from storage.engine import SQLITE_BEGIN
 from storage.models import ChainAnchor, ChainHead, Incident, IncidentEvent, IncidentState
-from storage.types import as_utc, dumps_json
+from storage.types import ESCAPE_MARKER, as_utc, unescape_text
 
 FORMATS = ("csv", "xlsx", "jsonl")
 YIELD_PER = 2000
+BLOCK = 1000  # incidents per block: one events query each
 XLSX_MAX_CELL = 32767
-WIDTHS = {"text": 60, "reasons": 40, "contacts": 30, "prev_hash": 20, "record_hash": 20, "chat_title": 24}
+WIDTHS = {
+    "text": 60, "reasons": 40, "contacts": 30, "events": 60, "prev_hash": 20, "record_hash": 20,
+    "chat_title": 24,
+}  # fmt: skip
 TIME_WIDTH = 27
 
 _INCIDENT_COLS = [c for c in Incident.__table__.c if c.name not in ("edit_key",)]
@@ -42,6 +58,8 @@ _STATE_COLS = [
     IncidentState.legal_hold,
 ]
 
+# ---- the chain records one by one (database verification) ----
+
 
 def _incident_row(m: Mapping[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"record_type": "incident", "incident_id": m["id"]}
@@ -49,10 +67,6 @@ def _incident_row(m: Mapping[str, Any]) -> dict[str, Any]:
         if col.name != "id":
             v = m[col.name]
             row[col.name] = iso(v) if isinstance(v, datetime) else v
-    for col in _STATE_COLS:
-        row[col.key] = m[col.key]
-    if row["legal_hold"] is None:
-        row["legal_hold"] = False
     return row
 
 
@@ -102,9 +116,7 @@ async def iter_chain_rows(
     incident_ids: list[int] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Chain records in (chat_id, seq) order; since/until filter on when a record was appended."""
-    inc = select(*_INCIDENT_COLS, *_STATE_COLS).outerjoin(
-        IncidentState, IncidentState.incident_id == Incident.id
-    )
+    inc = select(*_INCIDENT_COLS)
     ev = select(IncidentEvent.__table__)
     anchors = select(ChainAnchor.__table__)
     for col_chat, col_time, kind in (
@@ -163,19 +175,199 @@ def _reader_connection_options(conn: AsyncConnection) -> dict[str, Any]:
     return {SQLITE_BEGIN: "DEFERRED"} if conn.dialect.name == "sqlite" else {}
 
 
-# ---- writers ----
+# ---- export rows: one per incident ----
+
+# Incident columns read raw, in export order (the export's names; `id` is incident_id).
+_HEAD = [
+    "chat_id", "seq", "id", "message_id", "chat_title", "thread_id", "sender_id", "sender_username",
+    "sender_name", "sender_chat_id", "message_date", "received_at", "is_edit", "edit_date", "text",
+    "hidden_links", "media_kind", "media_file_unique_id", "forward_origin", "category", "score",
+    "suggested_action", "model_version", "reasons", "contacts", "decided_by",
+]  # fmt: skip
+_TAIL = ["recorded_at", "prev_hash", "record_hash"]
+_EVENT_SRC = [
+    "incident_id", "seq", "kind", "value", "actor", "detail", "batch_id", "recorded_at", "prev_hash",
+    "record_hash",
+]  # fmt: skip
+_POS = {name: i for i, name in enumerate(FIELD_NAMES)}
+_TIME_POS = [i for i, (_, kind) in enumerate(FIELDS) if kind == "time"]
+_BOOL_POS = [i for i, (_, kind) in enumerate(FIELDS) if kind == "bool"]
+_JSON_POS = [i for i, (_, kind) in enumerate(FIELDS) if kind == "json" and FIELDS[i][0] != "events"]
+# text columns that may hold an escaped value (storage.types.SafeText)
+_SAFE_POS = [
+    _POS[c.name] for c in Incident.__table__.c if c.name in _POS and type(c.type).__name__ == "SafeText"
+]
+_EVENTS_POS = _POS["events"]
+_IS_EDIT = _POS["is_edit"]
+_STATE_POS = _POS["action_taken"]
+assert FIELD_NAMES[_STATE_POS : _STATE_POS + 4] == (
+    "action_taken", "review_result", "report_status", "legal_hold"
+)  # fmt: skip
+assert len(_HEAD) + 1 + 4 + 2 + len(_TAIL) == len(FIELDS)
+_MARK = ESCAPE_MARKER[0]
 
 
-def _text_cell(kind: str, value: Any) -> str:
+def _sqlite_time(value: Any) -> str | None:
+    # SQLAlchemy stores naive UTC as "YYYY-MM-DD HH:MM:SS.ffffff" in SQLite: rewrite, do not parse.
     if value is None:
-        return ""
-    if kind == "json":
-        return dumps_json(value)
-    if kind == "bool":
-        return "true" if value else "false"
-    if kind == "float":
-        return repr(float(value))
-    return str(value)
+        return None
+    if value.__class__ is str and len(value) == 26 and value[10] == " ":
+        return f"{value[:10]}T{value[11:]}+00:00"
+    if not isinstance(value, datetime):
+        value = datetime.fromisoformat(str(value))
+    return iso(value)
+
+
+def _time_converter(dialect: str) -> Callable[[Any], str | None]:
+    return _sqlite_time if dialect == "sqlite" else iso
+
+
+def _unescape(value: Any) -> Any:
+    if value and value[0] == _MARK:
+        return unescape_text(value)
+    return value
+
+
+def _events_json(events: list[dict[str, Any]]) -> str:
+    text = json.dumps(events, ensure_ascii=False, separators=(",", ":"))
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates in a detail: escape them
+            text = json.dumps(events, ensure_ascii=True, separators=(",", ":"))
+    return text
+
+
+def _state(events: list[dict[str, Any]]) -> tuple[Any, Any, Any, bool]:
+    action = review = report = None
+    hold = False
+    for ev in events:
+        kind = ev["kind"]
+        if kind == "action":
+            action = ev["value"]
+        elif kind == "review":
+            review = ev["value"]
+        elif kind == "report":
+            report = ev["value"]
+        elif kind == "legal_hold":
+            hold = ev["value"] == "on"
+    return action, review, report, hold
+
+
+def _anchor_export_row(a: Mapping[str, Any]) -> list[Any]:
+    out: list[Any] = [None] * len(FIELDS)
+    out[0] = "anchor"
+    for name, value in (
+        ("chat_id", a["chat_id"]),
+        ("seq", a["first_seq"]),
+        ("anchor_last_seq", a["last_seq"]),
+        ("recorded_at", iso(a["created_at"])),
+        ("prev_hash", a["prev_hash"]),
+        ("record_hash", a["record_hash"]),
+    ):
+        out[_POS[name]] = value
+    return out
+
+
+@dataclass
+class ExportBlock:
+    """Rows in FIELDS order: ints, floats, bools, str; JSON fields as stored text, `events` as a list."""
+
+    rows: list[list[Any]]
+    records: int  # chain records in these rows (incidents + events + anchors)
+    incidents: int
+
+
+def _where(stmt: Select[Any], chat_col: Any, time_col: Any, chat_id: Any, since: Any, until: Any) -> Any:
+    if chat_id is not None:
+        stmt = stmt.where(chat_col == chat_id)
+    if since is not None:
+        stmt = stmt.where(time_col >= as_utc(since))
+    if until is not None:
+        stmt = stmt.where(time_col < as_utc(until))
+    return stmt
+
+
+async def iter_export_blocks(
+    conn: AsyncConnection,
+    *,
+    chat_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    incident_ids: list[int] | None = None,
+) -> AsyncIterator[ExportBlock]:
+    """Export rows in (chat_id, seq) order, in blocks. since/until select incidents by when they were
+    recorded; each carries its events recorded before `until` (all of them without `until`)."""
+    inc_t, ev_t = Incident.__table__, IncidentEvent.__table__
+    time_text = _time_converter(conn.dialect.name)
+    # untyped columns: raw driver values, no result processing
+    inc = select(*(column(n) for n in [*_HEAD, *_TAIL])).select_from(inc_t)
+    inc = _where(inc, inc_t.c.chat_id, inc_t.c.recorded_at, chat_id, since, until)
+    anchors = select(ChainAnchor.__table__)
+    anchors = _where(anchors, ChainAnchor.chat_id, ChainAnchor.created_at, chat_id, since, until)
+    if incident_ids is not None:
+        inc = inc.where(inc_t.c.id.in_(incident_ids))
+        anchors = anchors.where(ChainAnchor.id < 0)
+    inc = inc.order_by(inc_t.c.chat_id, inc_t.c.seq)
+    anchor_rows = [_anchor_export_row(a) for a in (await conn.execute(anchors)).mappings()]
+    anchor_rows.sort(key=lambda r: (r[1], r[2]))
+    ev_base = select(*(column(n) for n in _EVENT_SRC)).select_from(ev_t)
+    if until is not None:
+        ev_base = ev_base.where(ev_t.c.recorded_at < as_utc(until))
+    head = operator.itemgetter(*range(len(_HEAD)))
+    tail = operator.itemgetter(*range(len(_HEAD), len(_HEAD) + len(_TAIL)))
+    id_pos = _HEAD.index("id")
+    ai = 0
+
+    result = await conn.stream(inc.execution_options(yield_per=YIELD_PER))
+    async for part in result.partitions(BLOCK):
+        ids = [r[id_pos] for r in part]
+        events: dict[int, list[dict[str, Any]]] = {}
+        ev_stmt = ev_base.where(ev_t.c.incident_id.in_(ids)).order_by(ev_t.c.incident_id, ev_t.c.seq)
+        n_events = 0
+        for e in (await conn.execute(ev_stmt)).all():
+            n_events += 1
+            detail = e[5]
+            events.setdefault(e[0], []).append(
+                {
+                    "seq": e[1],
+                    "kind": e[2],
+                    "value": e[3],
+                    "actor": _unescape(e[4]),
+                    "detail": _unescape(detail) if detail is not None else None,
+                    "batch_id": e[6],
+                    "recorded_at": time_text(e[7]),
+                    "prev_hash": e[8],
+                    "record_hash": e[9],
+                }
+            )
+        rows: list[list[Any]] = []
+        n_anchors = 0
+        for r in part:
+            evs = events.get(r[id_pos], [])
+            out = ["incident", *head(r), *_state(evs), evs, None, *tail(r)]
+            for i in _TIME_POS:
+                v = out[i]
+                if v is not None:
+                    out[i] = time_text(v)
+            for i in _SAFE_POS:
+                v = out[i]
+                if v and v[0] == _MARK:
+                    out[i] = unescape_text(v)
+            out[_IS_EDIT] = bool(out[_IS_EDIT])  # 0/1 on SQLite
+            key = (out[1], out[2])
+            while ai < len(anchor_rows) and (anchor_rows[ai][1], anchor_rows[ai][2]) < key:
+                rows.append(anchor_rows[ai])
+                ai += 1
+                n_anchors += 1
+            rows.append(out)
+        yield ExportBlock(rows, records=len(part) + n_events + n_anchors, incidents=len(part))
+    if ai < len(anchor_rows):
+        rest = anchor_rows[ai:]
+        yield ExportBlock(rest, records=len(rest), incidents=0)
+
+
+# ---- writers ----
 
 
 def _encodable(value: str) -> str:
@@ -186,6 +378,19 @@ def _encodable(value: str) -> str:
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _text_row(row: list[Any]) -> list[Any]:
+    """A row for CSV and XLSX cells: booleans as true/false, events as JSON text."""
+    out = row.copy()
+    for i in _BOOL_POS:
+        v = out[i]
+        if v is not None:
+            out[i] = "true" if v else "false"
+    events = out[_EVENTS_POS]
+    if events is not None:
+        out[_EVENTS_POS] = _events_json(events)
+    return out
+
+
 class _CsvWriter:
     def __init__(self, path: Path) -> None:
         # utf-8-sig writes the BOM that makes Excel read the file as UTF-8.
@@ -193,8 +398,9 @@ class _CsvWriter:
         self.writer = csv.writer(self.file)
         self.writer.writerow(FIELD_NAMES)
 
-    def write(self, row: Mapping[str, Any]) -> None:
-        self.writer.writerow([_text_cell(kind, row.get(name)) for name, kind in FIELDS])
+    def write_block(self, rows: list[list[Any]]) -> None:
+        # csv writes None as "" and floats with repr(): exact
+        self.writer.writerows([_text_row(r) for r in rows])
 
     def close(self) -> None:
         self.file.close()
@@ -204,19 +410,27 @@ class _JsonlWriter:
     def __init__(self, path: Path) -> None:
         self.file = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
 
-    def write(self, row: Mapping[str, Any]) -> None:
-        data = {name: row.get(name) for name in FIELD_NAMES}
-        if data["legal_hold"] is None and data["record_type"] == "incident":
-            data["legal_hold"] = False
-        line = json.dumps(data, ensure_ascii=False)
-        try:
-            line.encode("utf-8")
-        except UnicodeEncodeError:
-            line = json.dumps(data, ensure_ascii=True)
-        self.file.write(line + "\n")
+    def write_block(self, rows: list[list[Any]]) -> None:
+        lines = []
+        for row in rows:
+            data = dict(zip(FIELD_NAMES, row, strict=True))
+            for i in _JSON_POS:
+                v = row[i]
+                if v is not None:
+                    data[FIELD_NAMES[i]] = json.loads(v)
+            line = json.dumps(data, ensure_ascii=False)
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:
+                line = json.dumps(data, ensure_ascii=True)
+            lines.append(line + "\n")
+        self.file.write("".join(lines))
 
     def close(self) -> None:
         self.file.close()
+
+
+_MAX_EXACT = 2**53  # larger integers would lose digits as spreadsheet numbers: written as text
 
 
 class _XlsxWriter:
@@ -232,7 +446,7 @@ class _XlsxWriter:
                 "strings_to_urls": False,
             },
         )
-        self.sheet = self.book.add_worksheet("records")
+        self.sheet = self.book.add_worksheet("incidents")
         bold = self.book.add_format({"bold": True})
         for col, (name, kind) in enumerate(FIELDS):
             width = WIDTHS.get(name, TIME_WIDTH if kind == "time" else max(10, len(name) + 2))
@@ -242,23 +456,33 @@ class _XlsxWriter:
         self.sheet.freeze_panes(1, 0)
         self.row = 1
         self.truncated = 0
+        # Each column's writer decided once: numbers for int/float columns, text for the rest.
+        self.number_cols = [i for i, (_, kind) in enumerate(FIELDS) if kind in ("int", "float")]
+        self.text_cols = [i for i, (_, kind) in enumerate(FIELDS) if kind not in ("int", "float")]
 
-    def write(self, row: Mapping[str, Any]) -> None:
-        sheet, r = self.sheet, self.row
-        for col, (name, kind) in enumerate(FIELDS):
-            value = row.get(name)
-            if value is None:
-                continue
-            if kind == "int" and abs(value) < 2**53:
-                sheet.write_number(r, col, value)
-            elif kind == "float":
-                sheet.write_number(r, col, float(value))
-            else:
-                text = _encodable(_text_cell(kind, value))
-                if len(text) > XLSX_MAX_CELL:
-                    self.truncated += 1  # Excel's cell limit; CSV and JSONL keep the whole text
-                sheet.write_string(r, col, text)
-        self.row += 1
+    def write_block(self, rows: list[list[Any]]) -> None:
+        write_number, write_string = self.sheet.write_number, self.sheet.write_string
+        number_cols, text_cols = self.number_cols, self.text_cols
+        r = self.row
+        for row in rows:
+            cells = _text_row(row)
+            for col in number_cols:
+                v = cells[col]
+                if v is not None:
+                    if -_MAX_EXACT < v < _MAX_EXACT:
+                        write_number(r, col, v)
+                    else:
+                        write_string(r, col, str(v))
+            for col in text_cols:
+                v = cells[col]
+                if v:
+                    if not v.isascii():
+                        v = _encodable(v)
+                        if len(v) > XLSX_MAX_CELL:
+                            self.truncated += 1  # Excel's cell limit; CSV and JSONL keep the whole text
+                    write_string(r, col, v)
+            r += 1
+        self.row = r
 
     def close(self) -> None:
         self.sheet.autofilter(0, 0, max(self.row - 1, 0), len(FIELDS) - 1)
@@ -279,9 +503,10 @@ def _writer(fmt: str, path: Path) -> Any:
 class ExportResult:
     path: Path
     format: str
-    rows: int
+    rows: int  # rows in the file (incidents, and any purge anchors)
     incidents: int
     digest: str  # "sha256:<hex>" of the file written
+    records: int = 0  # chain records in the file: incidents, their events, anchors
 
 
 def file_digest(path: Path) -> str:
@@ -292,19 +517,33 @@ def file_digest(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-async def write_rows(rows: AsyncIterator[Mapping[str, Any]], *, path: Path, fmt: str) -> ExportResult:
-    """Write chain rows to `path` in `fmt`; returns counts and the file's digest."""
+async def write_export(
+    conn: AsyncConnection,
+    *,
+    path: Path,
+    fmt: str,
+    chat_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    incident_ids: list[int] | None = None,
+) -> ExportResult:
+    """Write the export rows of the selection to `path` in `fmt`; returns counts and the file's digest."""
     path = Path(path)
     writer = _writer(fmt, path)
-    n = incidents = 0
+    rows = incidents = records = 0
     try:
-        async for row in rows:
-            writer.write(row)
-            n += 1
-            incidents += row["record_type"] == "incident"
+        async for block in iter_export_blocks(
+            conn, chat_id=chat_id, since=since, until=until, incident_ids=incident_ids
+        ):
+            writer.write_block(block.rows)
+            rows += len(block.rows)
+            incidents += block.incidents
+            records += block.records
     finally:
         writer.close()
-    return ExportResult(path=path, format=fmt, rows=n, incidents=incidents, digest=file_digest(path))
+    return ExportResult(
+        path=path, format=fmt, rows=rows, incidents=incidents, digest=file_digest(path), records=records
+    )
 
 
 async def export_records(
@@ -316,14 +555,15 @@ async def export_records(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> ExportResult:
-    """Stream the chain records (all chats, or one) to a file."""
+    """Stream the incidents (all chats, or one), each with its events, to a file: one row per incident."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     async with engine.connect() as conn:
         conn = await conn.execution_options(**_reader_connection_options(conn))
         async with conn.begin():
-            rows = iter_chain_rows(conn, chat_id=chat_id, since=since, until=until)
-            return await write_rows(rows, path=Path(path), fmt=fmt)
+            return await write_export(
+                conn, path=Path(path), fmt=fmt, chat_id=chat_id, since=since, until=until
+            )
 
 
 # ---- verification ----
@@ -460,12 +700,14 @@ def read_export(path: Path | str) -> Iterator[dict[str, Any]]:
 
 
 def verify_export(path: Path | str, *, partial: bool = False) -> VerifyResult:
-    """Verify an export file on its own: each record's hash, and the links between consecutive records.
+    """Verify an export file on its own: every record's hash (incidents and their embedded events), each
+    row's state against its events, and the links per chat in seq order.
 
-    The first record of each chat is taken as given (an export may start mid-chain). `partial`: the file
-    lists chosen incidents (a report batch), so gaps in seq are expected and only hashes are checked.
+    The first record of each chat is taken as given (an export may start after a purge or mid-chain).
+    `partial`: the file lists chosen incidents (a report batch, or an export limited by --since/--until),
+    so gaps in seq are expected and only hashes and the links between consecutive records are checked.
     """
-    verifier = ChainVerifier(from_genesis=False, contiguous=not partial)
+    verifier = ExportVerifier(contiguous=not partial)
     for row in read_export(path):
-        verifier.feed(row)
-    return verifier.result
+        verifier.add_row(row)
+    return verifier.finish()

@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.export import FORMATS, iter_chain_rows, write_rows
+from storage.export import FORMATS, write_export
 from storage.models import IncidentState, ReportBatch
 from storage.records import _dialect, _lock_chain, append_event, utcnow
 
@@ -75,7 +75,7 @@ async def create_report_batch(
         )
     if path is not None:
         conn = await session.connection()
-        result = await write_rows(iter_chain_rows(conn, incident_ids=ids), path=Path(path), fmt=fmt)
+        result = await write_export(conn, path=Path(path), fmt=fmt, incident_ids=ids)
         batch.file_name = Path(path).name
         batch.file_digest = result.digest
     await session.flush()
