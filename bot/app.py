@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ from bot.config import Settings
 from bot.context import CONTEXT_TYPES, Context, QinglangApp, Services
 from bot.evidence import Evidence, default_spool_dir
 from bot.journal import JournalingRequest, UpdateJournal, replay_unfinished
+from bot.metrics import Metrics, check_health
 from bot.moderation import (
     REVIEW_PREFIX,
     Classifier,
@@ -78,7 +80,9 @@ async def on_group_message(update: Update, context: Context) -> None:
     if record is None:
         return
     services = context.services
+    started = time.perf_counter()
     outcome = await moderate(record, services)
+    outcome.extra["handled_seconds"] = time.perf_counter() - started  # for the observers (metrics)
     if outcome.notice_message_id is not None and context.job_queue is not None:
         context.job_queue.run_once(
             job_remove_notice,
@@ -95,6 +99,15 @@ async def on_group_message(update: Update, context: Context) -> None:
             record.message_id,
             outcome.summary(),
             outcome.incident_id,
+            # structured fields (bot/logfmt.py); never the message's text
+            extra={
+                "event": "moderated",
+                "chat_id": record.chat_id,
+                "message_id": record.message_id,
+                "status": outcome.status,
+                "category": outcome.category,
+                "incident_id": outcome.incident_id,
+            },
         )
 
 
@@ -170,10 +183,12 @@ def _post_init(
         except BaseException:
             await db.close()
             raise
+        metrics = Metrics()
         tg = SafeTelegram(
             application.bot,
             retries=settings.telegram_retries,
             max_retry_after=settings.max_retry_after_seconds,
+            on_api_error=metrics.api_error,
         )
         application.bot_data.services = Services(
             settings=settings,
@@ -186,9 +201,16 @@ def _post_init(
             admins=AdminCache(tg, ttl=settings.admin_cache_seconds),
             evidence=Evidence(db, Spool(spool_dir(settings)), retry_seconds=settings.spool_retry_seconds),
             journal=journal,
-            observers=list(observers),
+            observers=[*observers, metrics.observe],
+            metrics=metrics,
         )
         services = application.bot_data.services
+        metrics.read_spool_depth(services.spool_depth)
+        await metrics.serve(
+            lambda: check_health(application.bot_data.services),
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+        )
         # After a crash: spooled evidence first (in order), then the updates fetched but never finished.
         await services.evidence.drain()
         if journal is not None:
@@ -211,6 +233,8 @@ async def _post_shutdown(application: QinglangApp) -> None:
     services = application.bot_data.services
     if services is not None:
         application.bot_data.services = None
+        if services.metrics is not None:
+            await services.metrics.close()
         await services.db.close()
         if services.journal is not None:
             services.journal.close()

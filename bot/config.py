@@ -61,3 +61,12 @@ class Settings(BaseSettings):
         "and replay unfinished ones on start",
     )
     log_level: str = Field(default="INFO", description="Python logging level")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as key=value text or one JSON object a line"
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address of /metrics and /healthz (0.0.0.0 inside a container)"
+    )
+    metrics_port: int = Field(
+        default=9108, ge=0, le=65535, description="Port of /metrics and /healthz; 0: off"
+    )

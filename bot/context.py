@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from bot.config import Settings
     from bot.evidence import Evidence
     from bot.journal import UpdateJournal
+    from bot.metrics import Metrics
     from bot.moderation import Classifier, MessageRecord, Outcome
     from bot.telegram_io import SafeTelegram
 
@@ -38,6 +39,8 @@ class Services:
     last_notice: dict[int, float] = field(default_factory=dict)
     # Called with (record, outcome) after each group message: the demo's printout, metrics, tests.
     observers: list[Callable[[MessageRecord, Outcome], None]] = field(default_factory=list)
+    # Prometheus collectors and the /metrics and /healthz server (bot/metrics.py).
+    metrics: Metrics | None = None
 
 
     def spool_depth(self) -> int:

@@ -59,11 +59,18 @@ def add_secret(secret: str | None) -> None:
         _installed = True
 
 
-def configure_logging(level: str = "INFO", *, secrets: tuple[str | None, ...] = ()) -> None:
-    """Root handler at `level`, HTTP libraries at WARNING, secrets redacted."""
+def configure_logging(
+    level: str = "INFO", *, secrets: tuple[str | None, ...] = (), fmt: str = "text"
+) -> None:
+    """Root handler at `level` writing structured lines (`fmt`: text or json, bot/logfmt.py),
+    HTTP libraries at WARNING, secrets redacted."""
+    from bot.logfmt import make_formatter
+
     for secret in secrets:
         add_secret(secret)
     add_secret(None)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=level.upper())
+    handler = logging.StreamHandler()
+    handler.setFormatter(make_formatter(fmt))
+    logging.basicConfig(handlers=[handler], level=level.upper())
     for noisy in ("httpx", "httpcore", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

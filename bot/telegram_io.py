@@ -88,8 +88,10 @@ class SafeTelegram:
         max_retry_after: float = 30.0,
         backoff: float = 0.5,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_api_error: Callable[[str, ErrorKind], None] | None = None,
     ) -> None:
         self.bot = bot
+        self.on_api_error = on_api_error  # called with (method, kind) for each failed call: metrics
         self.retries = retries
         self.max_retry_after = max_retry_after
         self.backoff = backoff
@@ -97,6 +99,12 @@ class SafeTelegram:
 
     async def call(self, what: str, request: Callable[[], Awaitable[Any]]) -> ApiResult:
         """Run `request` with bounded retries; never raises (except cancellation)."""
+        result = await self._call(what, request)
+        if not result.ok and result.kind is not None and self.on_api_error is not None:
+            self.on_api_error(what, result.kind)
+        return result
+
+    async def _call(self, what: str, request: Callable[[], Awaitable[Any]]) -> ApiResult:
         attempts = 0
         timed_out_before = False
         while True:

@@ -11,6 +11,9 @@ import pytest
 
 POSTGRES_URL = os.environ.get("QINGLANG_TEST_POSTGRES_URL", "")
 REQUIRE_POSTGRES = os.environ.get("QINGLANG_REQUIRE_POSTGRES") == "1"
+# Bots built by tests (and the processes they start) open no metrics port unless a test asks for one:
+# the default, 9108, would collide between tests and between concurrent test runs.
+os.environ.setdefault("QINGLANG_METRICS_PORT", "0")
 
 
 def postgres_or_skip() -> str:

@@ -41,7 +41,9 @@ def run(token: str | None, base_url: str | None, database_url: str | None) -> No
     settings = Settings(**overrides)  # type: ignore[arg-type]
     if settings.telegram_token is None:
         raise click.UsageError("no bot token: set QINGLANG_TELEGRAM_TOKEN (or pass --token)")
-    configure_logging(settings.log_level, secrets=(settings.telegram_token.get_secret_value(),))
+    configure_logging(
+        settings.log_level, secrets=(settings.telegram_token.get_secret_value(),), fmt=settings.log_format
+    )
     application = build_application(settings)
     from bot.admin import install_sighup_reload  # admin-commands work: `kill -HUP` reloads the model
 
