@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from bot.emulator import builders
+from bot.emulator import builders, markup
 from bot.emulator.state import JSON, ApiError, ChatState, StoredMessage, UploadedFile
 
 if TYPE_CHECKING:
@@ -128,6 +128,15 @@ def _bot_message(emu: Emulator, state: ChatState, params: JSON, fields: JSON) ->
     return emu._store(state, fields, from_bot=True)
 
 
+def _formatted(emu: Emulator, params: JSON, text_key: str, entities_key: str) -> tuple[str, list[JSON]]:
+    """The text as Telegram stores it: parse_mode applied, or the entities the bot sent."""
+    text, parsed = markup.apply_parse_mode(str(params[text_key]), params.get("parse_mode"), emu.users.get)
+    if parsed is None:
+        given = params.get(entities_key)
+        parsed = list(given) if isinstance(given, list) else []
+    return text, parsed
+
+
 def _stored(state: ChatState, message_id: int, missing: str) -> StoredMessage:
     stored = state.messages.get(message_id)
     if stored is None or stored.deleted:
@@ -237,15 +246,16 @@ def get_webhook_info(emu: Emulator, params: JSON) -> JSON:
 @method("sendMessage")
 def send_message(emu: Emulator, params: JSON) -> JSON:
     state = _writable_chat(emu, params)
-    text = params.get("text")
-    if text is None or not str(text).strip():
+    if params.get("text") is None:
         raise ApiError(400, "Bad Request: message text is empty")
-    text = str(text)
+    text, entities = _formatted(emu, params, "text", "entities")
+    if not text.strip():
+        raise ApiError(400, "Bad Request: message text is empty")
     if builders.utf16_len(text) > 4096:
         raise ApiError(400, "Bad Request: message is too long")
     fields: JSON = {"text": text}
-    if isinstance(params.get("entities"), list):
-        fields["entities"] = params["entities"]
+    if entities:
+        fields["entities"] = entities
     return _bot_message(emu, state, params, fields)
 
 
@@ -257,22 +267,28 @@ def edit_message_text(emu: Emulator, params: JSON) -> JSON | bool:
     stored = _stored(state, _int(params, "message_id"), "message to edit not found")
     if not stored.from_bot:
         raise ApiError(400, "Bad Request: message can't be edited")
-    text = params.get("text")
-    if text is None or not str(text).strip():
+    if params.get("text") is None:
         raise ApiError(400, "Bad Request: text must be non-empty")
-    markup = _reply_markup(params)
-    if stored.data.get("text") == str(text) and stored.data.get("reply_markup") == markup:
+    text, entities = _formatted(emu, params, "text", "entities")
+    if not text.strip():
+        raise ApiError(400, "Bad Request: text must be non-empty")
+    keyboard = _reply_markup(params)
+    if (
+        stored.data.get("text") == text
+        and stored.data.get("entities", []) == entities
+        and stored.data.get("reply_markup") == keyboard
+    ):
         raise ApiError(
             400,
             "Bad Request: message is not modified: specified new message content and reply markup "
             "are exactly the same as a current content and reply markup of the message",
         )
     data = {k: v for k, v in stored.data.items() if k not in ("entities", "reply_markup")}
-    data["text"] = str(text)
-    if isinstance(params.get("entities"), list):
-        data["entities"] = params["entities"]
-    if markup is not None:  # omitting reply_markup removes the keyboard, as on Telegram
-        data["reply_markup"] = markup
+    data["text"] = text
+    if entities:
+        data["entities"] = entities
+    if keyboard is not None:  # omitting reply_markup removes the keyboard, as on Telegram
+        data["reply_markup"] = keyboard
     data["edit_date"] = int(time.time())
     stored.data = data
     return data
@@ -286,12 +302,12 @@ def edit_message_reply_markup(emu: Emulator, params: JSON) -> JSON | bool:
     stored = _stored(state, _int(params, "message_id"), "message to edit not found")
     if not stored.from_bot:
         raise ApiError(400, "Bad Request: message can't be edited")
-    markup = _reply_markup(params)
-    if stored.data.get("reply_markup") == markup:
+    keyboard = _reply_markup(params)
+    if stored.data.get("reply_markup") == keyboard:
         raise ApiError(400, "Bad Request: message is not modified")
     data = {k: v for k, v in stored.data.items() if k != "reply_markup"}
-    if markup is not None:
-        data["reply_markup"] = markup
+    if keyboard is not None:
+        data["reply_markup"] = keyboard
     data["edit_date"] = int(time.time())
     stored.data = data
     return data
@@ -342,7 +358,12 @@ def send_document(emu: Emulator, params: JSON) -> JSON:
         doc = builders.document_json(str(document), None, None, 0)
     fields: JSON = {"document": doc}
     if params.get("caption"):
-        fields["caption"] = str(params["caption"])
+        caption, entities = _formatted(emu, params, "caption", "caption_entities")
+        if builders.utf16_len(caption) > 1024:
+            raise ApiError(400, "Bad Request: message caption is too long")
+        fields["caption"] = caption
+        if entities:
+            fields["caption_entities"] = entities
     return _bot_message(emu, state, params, fields)
 
 

@@ -397,3 +397,94 @@ async def test_deleted_at_is_the_delete_call_time(emu: Emulator, bot) -> None:
     assert emu.deleted_at(GROUP_ID, injected["message_id"]) is None
     await bot.delete_message(GROUP_ID, injected["message_id"])
     assert emu.deleted_at(GROUP_ID, injected["message_id"]) == emu.calls("deleteMessage")[0].at
+
+
+@pytest.mark.parametrize(
+    ("mode", "source", "text", "kinds"),
+    [
+        ("HTML", "<b>粗</b> 普通 <i>斜</i>", "粗 普通 斜", ["bold", "italic"]),
+        (
+            "HTML",
+            '<a href="https://x.example">链接</a> &lt;b&gt; &amp; &#128512;',
+            "链接 <b> & 😀",
+            ["text_link"],
+        ),
+        ("HTML", '<pre><code class="language-python">x = 1</code></pre>', "x = 1", ["pre"]),
+        (
+            "HTML",
+            '<span class="tg-spoiler">秘</span><blockquote>引</blockquote>',
+            "秘引",
+            ["spoiler", "blockquote"],
+        ),
+        (
+            "MarkdownV2",
+            "*粗* _斜_ __下__ ~删~ ||秘||",
+            "粗 斜 下 删 秘",
+            ["bold", "italic", "underline", "strikethrough", "spoiler"],
+        ),
+        (
+            "MarkdownV2",
+            "[链接](https://x.example/a_b) `a.b` 1\\.5\\!",
+            "链接 a.b 1.5!",
+            ["text_link", "code"],
+        ),
+        ("MarkdownV2", ">引用一\n>引用二\n正文", "引用一\n引用二\n正文", ["blockquote"]),
+        (
+            "Markdown",
+            "*粗* _斜_ [链](https://x.example) 1.5!",
+            "粗 斜 链 1.5!",
+            ["bold", "italic", "text_link"],
+        ),
+    ],
+)
+async def test_parse_mode_becomes_text_and_entities(emu: Emulator, bot, mode, source, text, kinds) -> None:
+    sent = await bot.send_message(GROUP_ID, source, parse_mode=mode)
+    assert sent.text == text
+    assert [e.type for e in sent.entities] == kinds
+    # PTB renders the entities back; Telegram must read that as the same message
+    rendered = sent.text_html if mode == "HTML" else sent.text_markdown_v2 if mode == "MarkdownV2" else None
+    if rendered is not None:
+        again = await bot.send_message(GROUP_ID, rendered, parse_mode=mode)
+        # (PTB writes a pre's language as class="x", not "language-x": compare positions only)
+        assert again.text == sent.text
+        assert [(e.type, e.offset, e.length) for e in again.entities] == [
+            (e.type, e.offset, e.length) for e in sent.entities
+        ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "source", "reason"),
+    [
+        ("HTML", "违规用户 <小明> 已被删除", 'Unsupported start tag "小明" at byte offset 13'),
+        ("HTML", "用户 <script>x</script>", 'Unsupported start tag "script" at byte offset 7'),
+        ("HTML", "<b>没有结尾", 'Can\'t find end tag corresponding to start tag "b"'),
+        (
+            "HTML",
+            "<b>交叉<i>嵌套</b></i>",
+            'Unmatched end tag at byte offset 18, expected "</i>", found "</b>"',
+        ),
+        ("HTML", "多余</b>", "Unexpected end tag at byte offset 6"),
+        ("MarkdownV2", "分数 0.93", "Character '.' is reserved"),
+        ("MarkdownV2", "*没有结尾", "Can't find end of Bold entity at byte offset 0"),
+    ],
+)
+async def test_malformed_markup_is_rejected_like_telegram(emu: Emulator, bot, mode, source, reason) -> None:
+    with pytest.raises(BadRequest, match=r"(?i)can't parse entities") as excinfo:
+        await bot.send_message(GROUP_ID, source, parse_mode=mode)
+    assert reason.lower() in str(excinfo.value).lower()
+    assert emu.sent() == []
+
+
+async def test_html_mention_of_a_user_with_markup_in_the_name(emu: Emulator, bot) -> None:
+    from telegram.helpers import escape_markdown, mention_html
+
+    emu.add_user(USER_ID, "<小明&>")
+    notice = await bot.send_message(
+        GROUP_ID, f"{mention_html(USER_ID, '<小明&>')} 的消息已删除（诈骗）", parse_mode="HTML"
+    )
+    assert notice.text == "<小明&> 的消息已删除（诈骗）"
+    assert notice.entities[0].type == "text_mention" and notice.entities[0].user.id == USER_ID
+    score = await bot.send_message(
+        GROUP_ID, escape_markdown("得分 0.93 (fraud)", version=2), parse_mode="MarkdownV2"
+    )
+    assert score.text == "得分 0.93 (fraud)" and score.entities == ()
