@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
@@ -19,6 +20,14 @@ def rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _loadavg() -> float | None:
+    """The 1-minute load average when measured (other jobs on the machine slow every figure)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def sample_messages(count: int, seed: int = 7) -> list[str]:
@@ -56,12 +65,14 @@ def run_bench(
         clf.classify(t)
     times = []
     clock = time.perf_counter_ns
+    cpu0 = time.process_time()
     start = clock()
     for t in msgs:
         a = clock()
         clf.classify(t)
         times.append(clock() - a)
     total = (clock() - start) / 1e9
+    cpu = time.process_time() - cpu0
     times.sort()
     figures = {
         "bench": "classify",
@@ -75,6 +86,8 @@ def run_bench(
         "load_s": round(load_s, 3),
         "train_s": None,
         "rss_mb": round(rss_mb(), 1),
+        "cpu_s_per_msg_ms": round(cpu / len(msgs) * 1e3, 4),
+        "loadavg_1m": _loadavg(),
     }
     if measure_train:
         from classifier.model import train

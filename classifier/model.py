@@ -69,15 +69,27 @@ class ModelParams:
     min_df: int = 2
     C: float = 4.0
     class_weight: str | None = "balanced"
+    # Optional: every templated shape of a label weighs the same in the fit (label totals
+    # unchanged; background sentences and admin feedback keep weight 1 each). Measured on dev
+    # over two generator seeds: no gain, so off.
+    shape_weights: bool = False
     max_iter: int = 300
     engine: str = "rjieba"
-    heldout_share: float = 0.15
-    # Thresholds: the lowest probability at which at most this share of held-out `ok` lines
-    # would be flagged, never below the floor.
-    delete_target_fpr: float = 0.001
-    review_target_fpr: float = 0.005
-    delete_floor: float = 0.8
-    review_floor: float = 0.6
+    # Thresholds are chosen on a leave-shapes-out split: this share of every label's shapes
+    # (templates) is held out whole, with the same share of the background sentences, and a
+    # first fit on the rest scores them; the shipped model is then refit on everything.
+    heldout_share: float = 0.2
+    # The lowest threshold (on 1 - p(ok)), never below the floor, at which held-out benign
+    # lines are flagged at most this often: unseen background sentences (real text, like most
+    # chat) and unseen templated ok shapes (mostly hard negatives by design: quoted scams,
+    # legit ads with contacts, homographs; each shape weighs the same), each with its target.
+    review_target_background: float = 0.01
+    review_target_shapes: float = 0.05
+    delete_target_background: float = 0.002
+    delete_target_shapes: float = 0.01
+    # Floors: on the real dev set, 1 - p(ok) >= 0.5 flagged about 1% of benign messages.
+    review_floor: float = 0.5
+    delete_floor: float = 0.7
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -142,24 +154,90 @@ def build_pipeline(lexicon: Sequence[str], words: Sequence[str], params: ModelPa
     )
 
 
+def _is_background(ex: Example) -> bool:
+    return ex.shape.startswith("background")
+
+
+def shape_weights(examples: Sequence[Example]) -> np.ndarray:
+    """Sample weights: each templated shape of a label gets an equal share of the label's lines;
+    background and feedback lines weigh 1."""
+    raw = [_is_background(e) or e.shape == "feedback" for e in examples]
+    per_shape = Counter((e.label, e.shape) for e, r in zip(examples, raw, strict=True) if not r)
+    per_label = Counter(e.label for e, r in zip(examples, raw, strict=True) if not r)
+    n_shapes = Counter(label for label, _ in per_shape)
+    return np.array(
+        [
+            1.0 if r else per_label[e.label] / n_shapes[e.label] / per_shape[(e.label, e.shape)]
+            for e, r in zip(examples, raw, strict=True)
+        ]
+    )
+
+
 def split_heldout(
     examples: Sequence[Example], share: float, seed: int
 ) -> tuple[list[Example], list[Example]]:
-    """Deterministic stratified split (per label and shape) into train and held-out."""
-    groups: dict[tuple[str, str], list[Example]] = {}
+    """Deterministic leave-shapes-out split into (train, held-out).
+
+    Per label, `share` of its shapes (templates) goes to the held-out side whole, so the held-out
+    lines are shapes the first fit never saw (as most real messages are); a label with fewer than
+    three shapes keeps all of them and gives `share` of its lines instead. Background sentences
+    are held out line by line at the same share; admin feedback is never held out.
+    """
+    shapes: dict[str, set[str]] = {}
     for ex in examples:
-        groups.setdefault((ex.label, ex.shape), []).append(ex)
+        if not _is_background(ex) and ex.shape != "feedback":
+            shapes.setdefault(ex.label, set()).add(ex.shape)
+    out: set[tuple[str, str]] = set()
+    for label, names in sorted(shapes.items()):
+        if len(names) < 3:
+            continue
+        order = sorted(names, key=lambda s: hashlib.sha256(f"{seed}:{label}:{s}".encode()).hexdigest())
+        out.update((label, s) for s in order[: max(1, round(len(order) * share))])
     rng = random.Random(f"split:{seed}")
     train, held = [], []
-    for key in sorted(groups):
-        items = groups[key]
-        idx = list(range(len(items)))
-        rng.shuffle(idx)
-        k = round(len(items) * share)
-        chosen = set(idx[:k])
-        for i, ex in enumerate(items):
-            (held if i in chosen else train).append(ex)
+    for ex in examples:
+        if ex.shape == "feedback":
+            to_held = False
+        elif _is_background(ex) or len(shapes.get(ex.label, ())) < 3:
+            to_held = rng.random() < share
+        else:
+            to_held = (ex.label, ex.shape) in out
+        (held if to_held else train).append(ex)
     return train, held
+
+
+def benign_flag_rates(
+    p_bad: np.ndarray, background: np.ndarray, shapes: np.ndarray, t: float
+) -> tuple[float, float]:
+    """(background rate, mean per-shape rate of templated lines) with 1 - p(ok) >= t."""
+    flagged = p_bad >= t
+    bg = float(flagged[background].mean()) if background.any() else 0.0
+    names = sorted(set(shapes[~background].tolist()))
+    per = [float(flagged[~background & (shapes == n)].mean()) for n in names]
+    return bg, (sum(per) / len(per) if per else 0.0)
+
+
+def heldout_benign_curve(
+    probs: np.ndarray,
+    labels: Sequence[str],
+    classes: Sequence[str],
+    categories: Sequence[str],
+    background: Sequence[bool],
+    shapes: Sequence[str],
+) -> dict[str, list[float]]:
+    """{threshold: [background rate, per-shape rate of templated ok lines]} on the held-out
+    split, every 0.05 (what the thresholds were chosen from)."""
+    y = np.asarray(labels)
+    ok = y == "ok"
+    cat_idx = [list(classes).index(c) for c in categories]
+    p_bad = probs[:, cat_idx].sum(axis=1)[ok]
+    bg = np.asarray(background, dtype=bool)[ok]
+    sh = np.asarray(shapes, dtype=object)[ok]
+    out = {}
+    for t in np.round(np.arange(0.3, 0.96, 0.05), 2):
+        r_bg, r_sh = benign_flag_rates(p_bad, bg, sh, float(t))
+        out[f"{t:.2f}"] = [round(r_bg, 5), round(r_sh, 5)]
+    return out
 
 
 def choose_thresholds(
@@ -168,29 +246,35 @@ def choose_thresholds(
     classes: Sequence[str],
     categories: Sequence[str],
     params: ModelParams,
+    background: Sequence[bool] | None = None,
+    shapes: Sequence[str] | None = None,
 ) -> Thresholds:
-    """Per-category delete/review thresholds from held-out probabilities (see ModelParams)."""
+    """Delete/review thresholds on 1 - p(ok) from held-out probabilities (see ModelParams).
+
+    One pair for all categories: per-category benign rates on a few hundred held-out lines are
+    too noisy to tell apart. `background`: which lines are background sentences; `shapes`: the
+    shape of each line.
+    """
     y = np.asarray(labels)
     ok = y == "ok"
     cat_idx = [list(classes).index(c) for c in categories]
-    cat_probs = probs[:, cat_idx]
-    p_bad = cat_probs.sum(axis=1)
-    best = np.asarray(categories)[np.argmax(cat_probs, axis=1)]
-    delete, review = {}, {}
+    p_bad = probs[:, cat_idx].sum(axis=1)[ok]
+    bg = (np.zeros(len(y), dtype=bool) if background is None else np.asarray(background, dtype=bool))[ok]
+    sh = (np.full(len(y), "-") if shapes is None else np.asarray(shapes, dtype=object))[ok]
     grid = np.round(np.arange(0.30, 0.995, 0.01), 2)
-    n_ok = max(1, int(ok.sum()))
-    for c in categories:
-        p_ok = p_bad[ok & (best == c)]
+    rates = {float(t): benign_flag_rates(p_bad, bg, sh, float(t)) for t in grid}
 
-        def lowest(target: float, floor: float, p_ok: np.ndarray = p_ok) -> float:
-            for t in grid:
-                if t >= floor and (p_ok >= t).sum() / n_ok <= target:
-                    return float(t)
-            return 0.99
+    def lowest(target_bg: float, target_shapes: float, floor: float) -> float:
+        for t, (r_bg, r_sh) in rates.items():
+            if t >= floor and r_bg <= target_bg and r_sh <= target_shapes:
+                return t
+        return 0.99
 
-        delete[c] = lowest(params.delete_target_fpr, params.delete_floor)
-        review[c] = min(delete[c], lowest(params.review_target_fpr, params.review_floor))
-    return Thresholds(delete=delete, review=review)
+    delete = lowest(params.delete_target_background, params.delete_target_shapes, params.delete_floor)
+    review = min(
+        delete, lowest(params.review_target_background, params.review_target_shapes, params.review_floor)
+    )
+    return Thresholds(delete={c: delete for c in categories}, review={c: review for c in categories})
 
 
 # --- fast path --------------------------------------------------------------------------------
@@ -221,17 +305,19 @@ class FastScorer:
         self.intercept = np.asarray(intercept, dtype=np.float64)
         self.idf = np.asarray(idf, dtype=np.float64)
         self.params = params
-        self.names: list[str] = []
+        self._terms: list[str] = []  # every column's term, in column order
+        self._parts: list[tuple[int, str]] = []  # (first column, vectorizer name)
         self.maps: dict[str, dict[str, int]] = {}
         for part in ("word", "char", "contact"):
-            start = len(self.names)
+            start = len(self._terms)
             terms = list(vocabs.get(part, ()))
             if part == "char":  # "a b c" (space-joined characters) -> "abc"
                 self.maps[part] = {t[::2]: start + i for i, t in enumerate(terms)}
             else:
                 self.maps[part] = {t: start + i for i, t in enumerate(terms)}
-            self.names.extend(f"{part}:{t}" for t in terms)
-        if len(self.names) != self.coef.shape[0] or len(self.idf) != len(self.names):
+            self._parts.append((start, part))
+            self._terms.extend(terms)
+        if len(self._terms) != self.coef.shape[0] or len(self.idf) != len(self._terms):
             raise ModelError("fast-path arrays do not match the vocabulary")
         if any(len(k) * 2 - 1 != len(t) for k, t in zip(self.maps["char"], vocabs.get("char", ()), strict=False)):
             raise ModelError("character vocabulary is not space-joined single characters")
@@ -239,6 +325,11 @@ class FastScorer:
         self._contacts = ContactTokenizer()
         self._char_range = tuple(params.char_ngrams)
         self._word_range = tuple(params.word_ngrams)
+
+    def name(self, col: int) -> str:
+        """The feature in column `col`, as "word:...", "char:..." or "contact:..."."""
+        part = next(p for start, p in reversed(self._parts) if start <= col)
+        return f"{part}:{self._terms[col]}"
 
     def _char_grams(self, text: str) -> list[str]:
         s = "".join(text.split())  # CharTokenizer drops whitespace characters
@@ -307,9 +398,8 @@ class FastScorer:
         else:
             contrib = vals * self.coef[cols, ci]
         order = np.argsort(-contrib, kind="stable")[:k]
-        names = self.names
         return [
-            {"feature": names[int(cols[i])], "weight": round(float(contrib[i]), 4)}
+            {"feature": self.name(int(cols[i])), "weight": round(float(contrib[i]), 4)}
             for i in order.tolist()
             if contrib[i] > 0
         ]
@@ -510,9 +600,10 @@ class Classifier:
         return [self.classify(t, thresholds) for t in texts]
 
 
-# A contact needs an ASCII (or full-width) letter or digit: phone, QQ and WeChat ids, handles,
-# links. IGNORECASE as in classifier.contacts, so the Kelvin sign and long s count as letters.
-_MAYBE_CONTACT = re.compile(r"[0-9a-z\uff10-\uff19\uff41-\uff5a]", re.IGNORECASE)
+# Every contact pattern (classifier.contacts) needs an ASCII or full-width letter (ids, handles,
+# links) or three digits in a row (phone and QQ numbers): without either, nothing to extract.
+# IGNORECASE as in classifier.contacts, so the same characters count as letters.
+_MAYBE_CONTACT = re.compile(r"[a-z\uff41-\uff5a]|[0-9\uff10-\uff19]{3}", re.IGNORECASE)
 
 
 def _extract_contacts(text: str) -> list[Any] | None:
@@ -591,6 +682,19 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
 
 
+def _logreg(params: ModelParams, warm: Any = None) -> Any:
+    """The classifier step; `warm`: a fitted one whose coefficients start the fit."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(
+        C=params.C, class_weight=params.class_weight, max_iter=params.max_iter, warm_start=warm is not None
+    )
+    if warm is not None:
+        lr.coef_ = warm.coef_.copy()
+        lr.intercept_ = warm.intercept_.copy()
+    return lr
+
+
 def train(
     seeds: Seeds,
     gen: GeneratorConfig | None = None,
@@ -612,25 +716,44 @@ def train(
     normalizer = make_normalizer(terms)
     words = normalized_words(terms, normalizer)
     train_set, held = split_heldout(corpus, params.heldout_share, gen.seed)
-    say(f"fitting on {len(train_set)} examples ({len(held)} held out)")
     pipe = build_pipeline(terms, words, params)
-    pipe.fit([e.text for e in train_set], [e.label for e in train_set])
-    for _, vec in pipe.named_steps["features"].transformer_list:
+    say(f"fitting on {len(train_set)} examples, {len(held)} in held-out shapes")
+    # Normalize and vectorize once; the vocabulary and idf come from all lines (no labels).
+    normalized = pipe.named_steps["normalize"].transform([e.text for e in corpus])
+    union = pipe.named_steps["features"]
+    X = union.fit_transform(normalized)
+    for _, vec in union.transformer_list:
         if hasattr(vec, "stop_words_"):
             del vec.stop_words_  # terms cut by max_features/min_df: large and unused
-    classes = tuple(str(c) for c in pipe.named_steps["clf"].classes_)
+    y = np.array([e.label for e in corpus])
+    in_held = {id(e) for e in held}
+    mask = np.array([id(e) in in_held for e in corpus])
+    sw = shape_weights(corpus) if params.shape_weights else np.ones(len(corpus))
+    first = _logreg(params)
+    first.fit(X[~mask], y[~mask], sample_weight=sw[~mask])
+    classes = tuple(str(c) for c in first.classes_)
     from classifier import CATEGORIES
 
     order = {c: i for i, c in enumerate(CATEGORIES)}
     categories = tuple(
         sorted((c for c in seeds.categories if c in classes), key=lambda c: (order.get(c, 99), c))
     )
-    say("choosing thresholds on the held-out split")
-    probs = pipe.predict_proba([e.text for e in held])
-    thresholds = choose_thresholds(probs, [e.label for e in held], classes, categories, params)
+    say("choosing thresholds on the held-out shapes")
+    probs = first.predict_proba(X[mask]) if mask.any() else np.zeros((0, len(classes)))
+    held_bg = [_is_background(e) for e in held]
+    thresholds = choose_thresholds(
+        probs, [e.label for e in held], classes, categories, params, held_bg, [e.shape for e in held]
+    )
     metrics = heldout_metrics(probs, held, classes, categories, thresholds)
+    metrics["heldout_benign_rates"] = heldout_benign_curve(
+        probs, [e.label for e in held], classes, categories, held_bg, [e.shape for e in held]
+    )
+    say("refitting on everything")
+    final = _logreg(params, warm=first)
+    final.fit(X, y, sample_weight=sw)
+    pipe.steps[-1] = ("clf", final)
     metrics["train_seconds"] = round(time.perf_counter() - t0, 2)
-    metrics["n_train"] = len(train_set)
+    metrics["n_train"] = len(corpus)
     metrics["n_heldout"] = len(held)
     libs = library_versions()
     version = version_hash(data_hash, gen, params, libs, feature_code_digest())

@@ -191,7 +191,7 @@ def train_cmd(
     if background is not None:
         gen = replace(gen, background=background)
     extra = _feedback_examples(feedback_url) if feedback_url else []
-    stages = ["generating examples", "fitting", "choosing thresholds", "saving"]
+    stages = ["generating examples", "fitting", "choosing thresholds", "refitting", "saving"]
     t0 = time.perf_counter()
     with (
         _quiet_stdout(),
@@ -217,7 +217,7 @@ def train_cmd(
     click.echo(f"model {result.version} written to {target}")
     click.echo(
         f"trained on {met['n_train']} examples ({len(extra)} from feedback), "
-        f"{met['n_heldout']} held out, in {took:.1f} s"
+        f"{met['n_heldout']} of them in held-out shapes (thresholds), refit on all, in {took:.1f} s"
     )
     click.echo(
         "thresholds (delete / review): "
@@ -226,7 +226,7 @@ def train_cmd(
             for c in result.categories
         )
     )
-    click.echo("held-out (generated) figures:")
+    click.echo("held-out shapes (generated; fitted without them, at the chosen thresholds):")
     for c, v in met["per_label"].items():
         click.echo(
             f"  {c:<9} precision {v['precision']:.3f}  recall {v['recall']:.3f}  F1 {v['f1']:.3f}  n {v['n']}"
@@ -287,6 +287,8 @@ def bench_classify(model: str | None, count: int, measure_train: bool) -> None:
             f"{figures['train_s']:.1f} s" if figures.get("train_s") is not None else "not measured (--train)",
         ),
         ("RSS", f"{figures['rss_mb']:.0f} MB"),
+        ("CPU/msg", f"{figures['cpu_s_per_msg_ms']:.3f} ms (process CPU time: less sensitive to other jobs)"),
+        ("load avg", f"{figures['loadavg_1m']} (1 min, while measured; other jobs slow every figure)"),
     ]
     click.echo("qinglang bench classify")
     for k, v in rows:

@@ -217,7 +217,7 @@ def test_lazy_offsets_and_contact_shortcut_match_the_full_path(shipped: m.Classi
     from classifier.contacts import extract_contacts
 
     cfg = GeneratorConfig(seed=3, per_category=150, ok_templated=300, background=300)
-    texts = [e.text for e in generate(load_seeds(), cfg)] + ODD_INPUTS[:7] + ["Ｋ１３８", "\u212a\u017f"]
+    texts = [e.text for e in generate(load_seeds(), cfg)] + ODD_INPUTS[:7] + ["Ｋ１３８", "\u212a\u017f", "我的QQ：12345678", "电话13812345678", "看 t.me/abcde", "2点见", "12号楼"]
     for text in texts:
         v = shipped.classify(text)
         norm = shipped._normalize(m._clean(text))
@@ -225,3 +225,29 @@ def test_lazy_offsets_and_contact_shortcut_match_the_full_path(shipped: m.Classi
         assert v.reasons["terms"] == shipped._match_terms(norm), text
         assert v.reasons["contacts"] == contacts, text
         assert m._extract_contacts(norm.text) == list(extract_contacts(norm.text)), text
+
+
+def test_leave_shapes_out_split() -> None:
+    """Thresholds are chosen on whole shapes the first fit never saw; feedback is never held out;
+    the split is deterministic."""
+    from classifier.generate import Example
+
+    ex = [Example(f"f{s}{i}", "fraud", f"shape{s}") for s in range(10) for i in range(20)]
+    ex += [Example(f"o{s}{i}", "ok", f"ok{s}") for s in range(5) for i in range(20)]
+    ex += [Example(f"b{i}", "ok", "background_news") for i in range(200)]
+    ex += [Example(f"fb{i}", "fraud", "feedback") for i in range(30)]
+    ex += [Example(f"d{i}", "drug", "only") for i in range(50)]  # one shape: held out line by line
+    train, held = m.split_heldout(ex, 0.2, seed=0)
+    assert (train, held) == m.split_heldout(ex, 0.2, seed=0)
+    shapes = lambda xs, label: {e.shape for e in xs if e.label == label and e.shape != "background_news"}  # noqa: E731
+    assert len(shapes(held, "fraud")) == 2 and not shapes(held, "fraud") & shapes(train, "fraud")
+    assert len(shapes(held, "ok")) == 1 and not shapes(held, "ok") & shapes(train, "ok")
+    assert not any(e.shape == "feedback" for e in held)
+    assert 0 < sum(e.shape == "background_news" for e in held) < 100
+    assert 0 < sum(e.label == "drug" for e in held) < 50
+    w = m.shape_weights(ex)
+    by_shape: dict[tuple[str, str], float] = {}
+    for e, x in zip(ex, w, strict=True):
+        by_shape[(e.label, e.shape)] = by_shape.get((e.label, e.shape), 0.0) + x
+    assert by_shape[("ok", "background_news")] == 200 and by_shape[("fraud", "feedback")] == 30
+    assert len({round(v, 9) for (lab, s), v in by_shape.items() if lab == "fraud" and s != "feedback"}) == 1
