@@ -29,8 +29,10 @@ __all__ = [
     "UploadedFile",
     "builders",
     "make_emulator",
+    "message_update",
     "polling",
     "record_errors",
+    "update_of",
 ]
 
 GROUP_ID = -1001234567890
@@ -92,3 +94,26 @@ def update_of(application: Application[Any, Any, Any, Any, Any, Any], data: dict
     update = Update.de_json(data, application.bot)
     assert update is not None
     return update
+
+
+def message_update(
+    application: Application[Any, Any, Any, Any, Any, Any],
+    text: str | None = None,
+    *,
+    emu: Emulator | None = None,
+    chat_id: int = GROUP_ID,
+    user_id: int | None = USER_ID,
+    edited: bool = False,
+    **kwargs: Any,
+) -> Update:
+    """A PTB Update carrying one message built by the emulator (not queued), for calling a handler directly.
+
+    `kwargs` go to Emulator.message (caption=, photo=True, entities=, forward_origin=, sender_chat=, ...);
+    `edited=True` delivers it as edited_message.
+    """
+    emu = emu if emu is not None else make_emulator()
+    message = emu.message(chat_id, user_id, text, push=False, **kwargs)
+    if edited:
+        message["edit_date"] = message["date"]
+    key = "edited_message" if edited else "message"
+    return update_of(application, {"update_id": 1, key: message})

@@ -5,6 +5,8 @@ Accepts query strings, form-encoded, JSON and multipart bodies, the way PTB and 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -161,7 +163,13 @@ def make_app(emu: Emulator) -> Callable[[Scope, Receive, Send], Awaitable[None]]
             status, content = await _file(emu, path)
         elif path.startswith("/bot") and "/" in path[4:]:
             token, method = path[4:].split("/", 1)
-            status, content = await _api(emu, scope, body, token, method)
+            if method.lower() == "getupdates":
+                answer = await _unless_gone(_api(emu, scope, body, token, method), receive)
+                if answer is None:
+                    return
+                status, content = answer
+            else:
+                status, content = await _api(emu, scope, body, token, method)
         else:
             status, content = _encode(404, {"ok": False, "error_code": 404, "description": "Not Found"})
         await send(
@@ -180,6 +188,28 @@ def make_app(emu: Emulator) -> Callable[[Scope, Receive, Send], Awaitable[None]]
         await send({"type": "http.response.body", "body": content})
 
     return app
+
+
+async def _unless_gone(work: Awaitable[tuple[int, bytes]], receive: Receive) -> tuple[int, bytes] | None:
+    """Run a long poll, abandoning it if the client disconnects (PTB cancels getUpdates on stop).
+
+    An abandoned poll must not linger: it would mark updates as served that nobody received.
+    """
+    answer = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(receive())
+    try:
+        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # the server is stopping: stop the poll too
+        answer.cancel()
+        raise
+    finally:
+        gone.cancel()
+    if answer.done():
+        return answer.result()
+    answer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await answer
+    return None
 
 
 async def _api(emu: Emulator, scope: Scope, body: bytes, token: str, method: str) -> tuple[int, bytes]:

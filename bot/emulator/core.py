@@ -429,6 +429,21 @@ class Emulator:
             user_id = user
         return self.message(chat_id, user_id, text, **extra)
 
+    def channel_post(
+        self, channel_id: int, text: str | None = None, *, title: str | None = None, **kwargs: Any
+    ) -> JSON:
+        """Queue a `channel_post` update: a post in a channel the bot is in (sender_chat is the channel)."""
+        state = self.chats.get(channel_id)
+        if state is None:
+            self.add_chat(channel_id, title, "channel")
+            state = self.chats[channel_id]
+        fields: JSON = {"sender_chat": state.chat}
+        if text is not None:
+            fields["text"] = text
+        data = self._store(state, {**fields, **kwargs}, from_bot=False)
+        self.push_update({"channel_post": data})
+        return data
+
     def command(self, chat_id: int, user_id: int, command: str, *args: str, **kwargs: Any) -> JSON:
         """Queue "/command args" (bot_command entity included); "@bot" is appended with mention=True."""
         mention = kwargs.pop("mention", False)

@@ -488,3 +488,33 @@ async def test_html_mention_of_a_user_with_markup_in_the_name(emu: Emulator, bot
         GROUP_ID, escape_markdown("得分 0.93 (fraud)", version=2), parse_mode="MarkdownV2"
     )
     assert score.text == "得分 0.93 (fraud)" and score.entities == ()
+
+
+async def test_abandoned_long_poll_ends_with_its_client(emu: Emulator) -> None:
+    async with emu.serve() as base_url:
+        async with httpx.AsyncClient(base_url=f"{base_url}{emu.token}") as client:
+            poll = asyncio.create_task(client.post("/getUpdates", data={"timeout": "30"}))
+            await emu.wait_for(lambda: emu._update_waiters, timeout=5)
+            poll.cancel()  # what PTB's updater.stop() does to its pending getUpdates
+            with pytest.raises(asyncio.CancelledError):
+                await poll
+        # the server notices the closed connection and drops the poll
+        await emu.wait_for(lambda: emu.calls("getUpdates"), timeout=5)
+        assert emu.calls("getUpdates")[0].status == 499
+        injected = emu.message(GROUP_ID, USER_ID, "没人在等")
+        await asyncio.sleep(0.05)
+        assert emu.served_at(emu.last_update["update_id"]) is None and injected
+
+
+async def test_channel_post_and_direct_updates(emu: Emulator, bot) -> None:
+    from factories import message_update
+
+    post = emu.channel_post(-1005555, "频道公告", title="官方频道")
+    (update,) = await bot.get_updates(timeout=0)
+    assert update.channel_post.sender_chat.title == "官方频道" and update.channel_post.from_user is None
+    assert post["chat"]["type"] == "channel"
+
+    application = emu.application_builder().build()
+    direct = message_update(application, "出冰", emu=emu, edited=True, forward_origin="匿名")
+    assert direct.edited_message.text == "出冰" and direct.edited_message.forward_origin.type == "hidden_user"
+    assert direct.effective_user.id == USER_ID and emu.pending_count == 1  # not queued (the post still is)
