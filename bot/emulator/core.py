@@ -120,6 +120,7 @@ class Emulator:
         self._faults: dict[str, deque[Fault]] = {}
         self._random_faults: _RandomFaults | None = None
         self._delays: dict[str, Slowdown] = {}
+        self._hooks: dict[str, list[Callable[[JSON], Any]]] = {}
         self._update_waiters: list[asyncio.Future[None]] = []
         self._change_waiters: list[asyncio.Future[None]] = []
         self._closing = False
@@ -647,10 +648,13 @@ class Emulator:
     ) -> None:
         """Answer the next `times` calls of `method` ("*": any method) with an error (None: until cleared).
 
-        429 defaults to retry_after=1.
+        429 defaults to retry_after=1; below 1 is refused: Telegram never sends it, and PTB reads
+        retry_after=0 as absent (a NetworkError about "unknown parameters", not RetryAfter).
         """
         if status == 429 and retry_after is None:
             retry_after = 1
+        if retry_after is not None and retry_after < 1:
+            raise ValueError(f"retry_after={retry_after}: Telegram's is at least 1 s and PTB ignores 0")
         if description is None:
             description = DEFAULT_DESCRIPTIONS.get(status, f"Error {status}").format(retry_after=retry_after)
         self._faults.setdefault(method, deque()).append(Fault(status, description, retry_after, times))
@@ -682,6 +686,15 @@ class Emulator:
             self._delays[method] = Slowdown(seconds, times)
         else:
             self._delays.pop(method, None)
+
+    def before(self, method: str, hook: Callable[[JSON], Any]) -> Callable[[], None]:
+        """Run hook(params) (sync or async) before answering each `method` call ("*": any); returns undo.
+
+        For checks at the moment of a call, e.g. "the incident is stored before deleteMessage". An
+        ApiError raised by the hook becomes the answer; any other exception an emulator bug (500).
+        """
+        self._hooks.setdefault(method, []).append(hook)
+        return lambda: self._hooks.get(method, []).remove(hook)
 
     def clear_faults(self) -> None:
         """Remove every scripted failure and delay."""
@@ -738,6 +751,11 @@ class Emulator:
         try:
             if self.check_token and token != self.token:
                 raise ApiError(401, "Unauthorized")
+            if self._hooks:
+                for hook in (*self._hooks.get(name, ()), *self._hooks.get("*", ())):
+                    outcome = hook(params)
+                    if inspect.isawaitable(outcome):
+                        await outcome
             pause = self._take_delay(name) if (self._delays or self._random_faults) else 0.0
             if pause:
                 await asyncio.sleep(pause)
