@@ -120,6 +120,7 @@ class Emulator:
         self._faults: dict[str, deque[Fault]] = {}
         self._random_faults: _RandomFaults | None = None
         self._delays: dict[str, Slowdown] = {}
+        self._hooks: dict[str, list[Callable[[JSON], Any]]] = {}
         self._update_waiters: list[asyncio.Future[None]] = []
         self._change_waiters: list[asyncio.Future[None]] = []
         self._closing = False
@@ -686,6 +687,15 @@ class Emulator:
         else:
             self._delays.pop(method, None)
 
+    def before(self, method: str, hook: Callable[[JSON], Any]) -> Callable[[], None]:
+        """Run hook(params) (sync or async) before answering each `method` call ("*": any); returns undo.
+
+        For checks at the moment of a call, e.g. "the incident is stored before deleteMessage". An
+        ApiError raised by the hook becomes the answer; any other exception an emulator bug (500).
+        """
+        self._hooks.setdefault(method, []).append(hook)
+        return lambda: self._hooks.get(method, []).remove(hook)
+
     def clear_faults(self) -> None:
         """Remove every scripted failure and delay."""
         self._faults.clear()
@@ -741,6 +751,11 @@ class Emulator:
         try:
             if self.check_token and token != self.token:
                 raise ApiError(401, "Unauthorized")
+            if self._hooks:
+                for hook in (*self._hooks.get(name, ()), *self._hooks.get("*", ())):
+                    outcome = hook(params)
+                    if inspect.isawaitable(outcome):
+                        await outcome
             pause = self._take_delay(name) if (self._delays or self._random_faults) else 0.0
             if pause:
                 await asyncio.sleep(pause)

@@ -520,6 +520,27 @@ async def test_channel_post_and_direct_updates(emu: Emulator, bot) -> None:
     assert direct.effective_user.id == USER_ID and emu.pending_count == 1  # not queued (the post still is)
 
 
+async def test_before_hooks_see_each_call_and_can_answer(emu: Emulator, bot) -> None:
+    from bot.emulator import ApiError
+
+    seen: list[int] = []
+
+    async def check(params: dict) -> None:
+        seen.append(int(params["message_id"]))
+        if params["message_id"] == 99:
+            raise ApiError(400, "Bad Request: message to delete not found")
+
+    undo = emu.before("deleteMessage", check)
+    first = emu.message(GROUP_ID, USER_ID, "一")
+    await bot.delete_message(GROUP_ID, first["message_id"])
+    with pytest.raises(BadRequest, match="not found"):
+        await bot.delete_message(GROUP_ID, 99)
+    undo()
+    second = emu.message(GROUP_ID, USER_ID, "二")
+    await bot.delete_message(GROUP_ID, second["message_id"])
+    assert seen == [first["message_id"], 99]
+
+
 async def test_retry_after_below_one_is_refused(emu: Emulator) -> None:
     # PTB treats retry_after=0 as absent: the bot would see a NetworkError, never RetryAfter
     with pytest.raises(ValueError, match="retry_after"):
