@@ -536,7 +536,9 @@ async def _send_for_review(
     """Keep the message; send it to the report chat, or to each admin who has started the bot."""
     text = review_text(record, verdict, chat_title=record.chat_title, lang=chat.language)
     # A spooled incident has no id yet: its review goes out without buttons (/review lists it later).
-    markup = review_keyboard(record.chat_id, incident_id, chat.language) if isinstance(incident_id, int) else None
+    markup = (
+        review_keyboard(record.chat_id, incident_id, chat.language) if isinstance(incident_id, int) else None
+    )
     if chat.report_chat_id:
         targets: Sequence[int] = [chat.report_chat_id]
     else:
