@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from telegram import (
@@ -28,6 +28,7 @@ from bot.config import Settings
 from bot.context import CONTEXT_TYPES, Context, QinglangApp, Services
 from bot.evidence import Evidence, default_spool_dir
 from bot.journal import JournalingRequest, UpdateJournal, replay_unfinished
+from bot.logs import add_secret
 from bot.metrics import Metrics, check_health
 from bot.moderation import (
     REVIEW_PREFIX,
@@ -188,6 +189,7 @@ def _post_init(
             application.bot,
             retries=settings.telegram_retries,
             max_retry_after=settings.max_retry_after_seconds,
+            backoff=settings.telegram_backoff_seconds,
             on_api_error=metrics.api_error,
         )
         application.bot_data.services = Services(
@@ -259,7 +261,11 @@ def build_application(
     """
     if settings.telegram_token is None:
         raise ValueError("no bot token: set QINGLANG_TELEGRAM_TOKEN or pass --token")
-    journal = UpdateJournal(spool_dir(settings) / "updates-journal.sqlite3") if settings.journal_updates else None
+    # Whatever the entry point, the token is scrubbed from every log record from here on.
+    add_secret(settings.telegram_token.get_secret_value())
+    journal = (
+        UpdateJournal(spool_dir(settings) / "updates-journal.sqlite3") if settings.journal_updates else None
+    )
     builder = (
         ApplicationBuilder()
         .token(settings.telegram_token.get_secret_value())

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
 from bot.demo import play
 from bot.demo_script import SCRIPT
+from bot.emulator import DEFAULT_TOKEN
 
 
-async def test_demo_plays_the_script_and_the_log_verifies(tmp_path: Path) -> None:
+async def test_demo_plays_the_script_and_the_log_verifies(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     lines: list[str] = []
-    report = await play(tmp_path, echo=lines.append)
+    with caplog.at_level(logging.DEBUG):  # everything PTB, httpx and the bot log, at every level
+        report = await play(tmp_path, echo=lines.append)
+    assert caplog.records, "the bot logged nothing at DEBUG?"
+    assert DEFAULT_TOKEN not in caplog.text, "the bot token leaked into the logs"
+    assert DEFAULT_TOKEN.split(":")[1] not in caplog.text
+    assert "[REDACTED]" in caplog.text, "httpx logged request URLs: they must show the redaction"
     assert report.ok, "\n".join(lines)
     assert not report.errors
     assert len(report.rows) == len(SCRIPT)
