@@ -128,7 +128,7 @@ def bench_e2e(messages: int, rate: float, latency_messages: int) -> None:
     required=True,
     help="PostgreSQL server; throwaway databases are created on it (default: QINGLANG_TEST_POSTGRES_URL).",
 )
-@click.option("--updates", default=4000, show_default=True, help="Updates in each throughput run.")
+@click.option("--updates", default=2000, show_default=True, help="Updates in each throughput run.")
 @click.option("--concurrency", default=32, show_default=True, help="Requests in flight at most.")
 @click.option("--time-limit", default=60.0, show_default=True, help="Seconds of posting per run at most.")
 @click.option("--check-updates", default=10_000, show_default=True, help="Updates in the checked run.")
