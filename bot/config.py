@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     max_retry_after_seconds: float = Field(
         default=30, ge=0, description="Longest flood-control wait (429 retry_after) honoured before giving up"
     )
+    telegram_backoff_seconds: float = Field(
+        default=0.5, ge=0, description="First wait before retrying a timeout or 5xx; doubles each retry"
+    )
     spool_dir: Path | None = Field(
         default=None,
         description="Where evidence waits while the database is unavailable; default: beside the SQLite "

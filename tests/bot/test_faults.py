@@ -1,0 +1,290 @@
+"""Faults, through the emulator and a real database: Telegram errors, duplicates, a database that goes
+away and comes back. (Crashes: test_crash.py; bad updates: test_bad_updates.py.)"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faultenv import ADMIN, GROUP, fault_env, incident_actions, solicitations
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import storage
+from bot.i18n import t
+from bot.journal import JournalingRequest, UpdateJournal
+
+# The issue asks for 2,000; the suite runs 150 to stay quick (~20 s). QINGLANG_FAULTS_N=2000 runs them all.
+FAULT_MESSAGES = int(os.environ.get("QINGLANG_FAULTS_N", "150"))
+
+# What a scripted deleteMessage failure is, and how the incident must end. retries=3: four failures
+# of a retryable kind exhaust them.
+FAULTS = [
+    # name, status, description, consecutive failures, expected (action, kind)
+    ("gone", 400, "Bad Request: message to delete not found", 1, ("delete_failed", "gone")),
+    ("no_rights", 400, "Bad Request: message can't be deleted", 1, ("delete_failed", "no_rights")),
+    (
+        "forbidden",
+        403,
+        "Forbidden: bot was kicked from the supergroup chat",
+        1,
+        ("delete_failed", "forbidden"),
+    ),
+    ("flood", 429, None, 1, ("deleted", None)),  # retry_after=1: waited, then retried
+    ("flood_too_long", 429, None, 1, ("delete_failed", "flood")),  # retry_after=5 > the bound: give up
+    ("5xx", 500, None, 3, ("deleted", None)),
+    ("5xx_exhausted", 502, None, 4, ("delete_failed", "network")),
+]
+
+
+async def test_telegram_errors_every_incident_ends_once(tmp_path: Path) -> None:
+    texts = solicitations()
+    rng = random.Random(20240605)
+    # This test is about Telegram's answers, not the disk: on tmpfs when there is one (fsync is ~free).
+    shm = Path("/dev/shm")
+    where = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() else tmp_path
+    url = f"sqlite+aiosqlite:///{where / 'q.db'}"
+    expected: dict[int, tuple[str, str | None]] = {}
+    async with fault_env(
+        url, telegram_retries=3, telegram_backoff_seconds=0.01, max_retry_after_seconds=2
+    ) as env:
+        # Besides the scripted delete failures, 20% of every other answer the bot gets fails (5xx).
+        env.emu.fail_randomly(["sendMessage", "restrictChatMember"], 0.2, seed=7, statuses=(500, 502))
+        for i in range(FAULT_MESSAGES):
+            sender = 50_000 + i  # one strike each: no mutes in the way of the delete outcome
+            env.emu.add_user(sender, f"推广{i}")
+            update = env.say(texts[i % len(texts)], sender)
+            message_id = update["message"]["message_id"]
+            expected[message_id] = ("deleted", None)
+            if rng.random() < 0.2:
+                name, status, description, times, outcome = rng.choice(FAULTS)
+                retry_after = (5 if name == "flood_too_long" else 1) if status == 429 else None
+                env.emu.fail(
+                    "deleteMessage",
+                    status,
+                    description,
+                    retry_after=retry_after,
+                    times=times,
+                )
+                expected[message_id] = outcome
+            await env.deliver(update)
+        assert env.errors == []
+        engine = env.services.db.engine
+        actions = await incident_actions(engine)
+        verified = await storage.verify_database(engine)
+        deletes = env.emu.calls("deleteMessage")
+        rights_warnings = [
+            m for m in env.emu.sent(GROUP) if m.get("text") == t("rights.missing_delete", "zh")
+        ]
+
+    assert verified.ok, verified.problems
+    assert sorted(actions) == sorted(expected), "exactly one incident per solicitation"
+    kinds: dict[tuple[str, str | None], int] = {}
+    for message_id, events in actions.items():
+        assert len(events) == 1, f"message {message_id}: {events}"
+        (value, detail) = events[0]
+        want_value, want_kind = expected[message_id]
+        assert value == want_value, (message_id, events, expected[message_id])
+        if value == "delete_failed":
+            assert detail["error"] and detail["kind"] == want_kind, detail
+        kinds[(value, detail.get("kind"))] = kinds.get((value, detail.get("kind")), 0) + 1
+        ok = [c for c in deletes if int(c.params["message_id"]) == message_id and c.error is None]
+        assert len(ok) == (1 if value == "deleted" else 0), f"message {message_id} deleted {len(ok)} times"
+    assert len(kinds) == 6, f"every outcome kind met: {kinds}"
+    # 403 / no rights: the chat is told once per process, however many deletes fail.
+    assert len(rights_warnings) <= 1
+
+
+async def test_flood_control_waits_retry_after(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"
+    async with fault_env(url, telegram_retries=3) as env:
+        env.emu.fail("deleteMessage", 429, retry_after=1, times=1)
+        update = env.say(solicitations()[0], 60_001)
+        await env.deliver(update)
+        first, second = env.emu.calls("deleteMessage")
+        assert second.at - first.at >= 0.95, "retry_after honoured"
+        assert env.outcomes[-1].status == "deleted"
+
+
+async def test_same_update_twice_is_one_incident_and_one_action(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"
+    async with fault_env(url) as env:
+        update = env.say(solicitations()[0], 60_002)
+        await env.deliver(update)
+        await env.deliver(update)  # a webhook retry, overlapping workers, a resent batch
+        assert [o.status for o in env.outcomes] == ["deleted", "duplicate"]
+        assert len(env.emu.calls("deleteMessage")) == 1
+        actions = await incident_actions(env.services.db.engine)
+        assert list(actions.values()) == [[("deleted", actions[update["message"]["message_id"]][0][1])]]
+        assert env.errors == []
+
+
+class _Batches:
+    """A getUpdates client answering the same batch every time (Telegram after a restart)."""
+
+    def __init__(self, updates: list[dict[str, Any]]) -> None:
+        self.updates = updates
+        self.read_timeout = 5.0
+
+    async def initialize(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+    async def do_request(self, url: str, method: str, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
+        import json
+
+        return 200, json.dumps({"ok": True, "result": self.updates}).encode()
+
+
+async def test_journal_hands_a_resent_update_on_as_an_empty_one(tmp_path: Path) -> None:
+    import json
+
+    updates = [{"update_id": 41, "message": {"text": "x"}}, {"update_id": 42, "message": {"text": "y"}}]
+    journal = UpdateJournal(tmp_path / "j.sqlite3")
+    request = JournalingRequest(_Batches(updates), journal)  # type: ignore[arg-type]
+    _, first = await request.do_request("http://x/botT/getUpdates", "POST")
+    _, again = await request.do_request("http://x/botT/getUpdates", "POST")
+    assert json.loads(first)["result"] == updates
+    assert json.loads(again)["result"] == [{"update_id": 41}, {"update_id": 42}]  # the offset still advances
+    assert [u["update_id"] for u in journal.unfinished()] == [41, 42]
+    journal.mark_done([41])
+    assert [u["update_id"] for u in journal.unfinished()] == [42]
+    assert os.stat(tmp_path / "j.sqlite3").st_mode & 0o777 == 0o600
+    journal.close()
+
+
+# --- the database goes away and comes back ------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cluster:
+    """A throwaway PostgreSQL cluster of this test's own (stopping it must not disturb other tests)."""
+
+    def __init__(self, pg_bin: str) -> None:
+        self.bin = Path(pg_bin)
+        self.dir = Path(tempfile.mkdtemp(prefix="qinglang-pgfault-"))
+        self.dir.chmod(0o755)
+        self.port = _free_port()
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(self.bin / args[0]), *args[1:]]
+        if os.geteuid() == 0:
+            subprocess.run(["chown", "-R", "nobody", str(self.dir)], check=True)
+            cmd = ["runuser", "-u", "nobody", "--", *cmd]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "-A", "trust", "--no-sync")
+
+    def start(self) -> None:
+        self._run(
+            "pg_ctl", "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "-o",
+            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        try:
+            self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "stop")
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster() -> Any:
+    pg_bin = os.environ.get("QINGLANG_TEST_PG_BIN")
+    if not pg_bin:
+        if os.environ.get("QINGLANG_REQUIRE_POSTGRES") == "1":
+            pytest.fail("QINGLANG_REQUIRE_POSTGRES=1 but QINGLANG_TEST_PG_BIN is not set")
+        pytest.skip("no PostgreSQL binaries: set QINGLANG_TEST_PG_BIN (scripts/test does)")
+    c = Cluster(pg_bin)
+    try:
+        c.init()
+        c.start()
+        yield c
+    finally:
+        c.remove()
+
+
+async def test_database_stopped_and_restarted_spools_then_replays(cluster: Cluster, tmp_path: Path) -> None:
+    texts = solicitations()
+    spool_dir = tmp_path / "spool"
+    per_phase = 20
+    async with fault_env(cluster.url, spool_dir=spool_dir, spool_retry_seconds=0.2) as env:
+        spool = env.services.evidence.spool
+        durable_at_delete: list[bool] = []
+        delete_handler = env.emu.handle
+
+        async def checking_handle(method: str, params: dict[str, Any], **kw: Any) -> Any:
+            if method.lower() == "deletemessage":
+                # Evidence first: the incident is in the database or on disk in the spool already.
+                mid = int(params["message_id"])
+                durable_at_delete.append(
+                    any(k[1] == mid for k in spool._keys) or await _in_database(cluster.url, mid)
+                )
+            return await delete_handler(method, params, **kw)
+
+        env.emu.handle = checking_handle  # type: ignore[method-assign]
+        sent: list[int] = []
+
+        async def phase(n: int, offset: int) -> None:
+            for i in range(n):
+                update = env.say(texts[i % len(texts)], 70_000 + offset + i)
+                sent.append(update["message"]["message_id"])
+                await env.deliver(update)
+
+        await phase(per_phase, 0)
+        cluster.stop()
+        await phase(per_phase, 1000)
+        assert env.services.spool_depth() >= per_phase, "incidents spooled while the database was down"
+        assert (spool_dir / "spool.jsonl").stat().st_mode & 0o777 == 0o600
+        cluster.start()
+        await phase(per_phase, 2000)  # the first of these drains the spool, in order, before itself
+        await env.services.evidence.drain()
+        assert env.services.spool_depth() == 0
+        assert env.errors == []
+        assert [o.status for o in env.outcomes] == ["deleted"] * (3 * per_phase)
+
+    engine = create_async_engine(cluster.url)
+    try:
+        verified = await storage.verify_database(engine)
+        actions = await incident_actions(engine)
+    finally:
+        await engine.dispose()
+    assert verified.ok, verified.problems
+    assert sorted(actions) == sorted(sent), "every incident present once"
+    assert all([v for v, _ in events] == ["deleted"] for events in actions.values())
+    assert durable_at_delete and all(durable_at_delete)
+    assert ADMIN  # the chat's admin is never judged
+
+
+async def _in_database(url: str, message_id: int) -> bool:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            from sqlalchemy import text
+
+            found = await conn.scalar(
+                text("select count(*) from incidents where message_id = :m"), {"m": message_id}
+            )
+            return bool(found)
+    except Exception:
+        return False
+    finally:
+        await engine.dispose()
