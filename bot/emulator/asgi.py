@@ -159,30 +159,23 @@ def make_app(emu: Emulator) -> Callable[[Scope, Receive, Send], Awaitable[None]]
         body = b"".join(chunks)
 
         path: str = scope["path"]
-        if path.startswith("/file/bot"):
-            status, content = await _file(emu, path)
-        elif path.startswith("/bot") and "/" in path[4:]:
-            token, method = path[4:].split("/", 1)
-            if method.lower() == "getupdates":
-                answer = await _unless_gone(_api(emu, scope, body, token, method), receive)
-                if answer is None:
-                    return
-                status, content = answer
-            else:
-                status, content = await _api(emu, scope, body, token, method)
+        content_type = ""
+        for key, value in scope.get("headers") or ():
+            if key.lower() == b"content-type":
+                content_type = value.decode("latin-1")
+        work = route(emu, path, scope.get("query_string") or b"", content_type, body)
+        if is_long_poll(path):
+            answer = await _unless_gone(work, receive)
+            if answer is None:
+                return
         else:
-            status, content = _encode(404, {"ok": False, "error_code": 404, "description": "Not Found"})
+            answer = await work
+        status, content, kind = answer
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [
-                    (
-                        b"content-type",
-                        b"application/json" if path.startswith("/bot") else b"application/octet-stream",
-                    ),
-                    (b"content-length", str(len(content)).encode()),
-                ],
+                "headers": [(b"content-type", kind), (b"content-length", str(len(content)).encode())],
             }
         )
         await send({"type": "http.response.body", "body": content})
@@ -190,7 +183,29 @@ def make_app(emu: Emulator) -> Callable[[Scope, Receive, Send], Awaitable[None]]
     return app
 
 
-async def _unless_gone(work: Awaitable[tuple[int, bytes]], receive: Receive) -> tuple[int, bytes] | None:
+def is_long_poll(path: str) -> bool:
+    """Whether a request may block for long (getUpdates): it should end when its client leaves."""
+    return path.lower().endswith("/getupdates")
+
+
+async def route(
+    emu: Emulator, path: str, query: bytes, content_type: str, body: bytes
+) -> tuple[int, bytes, bytes]:
+    """Answer one HTTP request: (status, body, content type); the ASGI app and the built-in server use it."""
+    if path.startswith("/file/bot"):
+        status, content = await _file(emu, path)
+        return status, content, b"application/octet-stream"
+    if path.startswith("/bot") and "/" in path[4:]:
+        token, method = path[4:].split("/", 1)
+        status, content = await _api(emu, query, content_type, body, token, method)
+    else:
+        status, content = _encode(404, {"ok": False, "error_code": 404, "description": "Not Found"})
+    return status, content, b"application/json"
+
+
+async def _unless_gone(
+    work: Awaitable[tuple[int, bytes, bytes]], receive: Receive
+) -> tuple[int, bytes, bytes] | None:
     """Run a long poll, abandoning it if the client disconnects (PTB cancels getUpdates on stop).
 
     An abandoned poll must not linger: it would mark updates as served that nobody received.
@@ -212,12 +227,11 @@ async def _unless_gone(work: Awaitable[tuple[int, bytes]], receive: Receive) -> 
     return None
 
 
-async def _api(emu: Emulator, scope: Scope, body: bytes, token: str, method: str) -> tuple[int, bytes]:
-    headers = dict(scope.get("headers") or ())
-    content_type = headers.get(b"content-type", b"").decode("latin-1")
+async def _api(
+    emu: Emulator, query: bytes, content_type: str, body: bytes, token: str, method: str
+) -> tuple[int, bytes]:
     try:
         params = parse_body(body, content_type)
-        query = scope.get("query_string")
         if query:  # curl and browsers: GET /bot<TOKEN>/getMe?x=1; the body wins
             for k, v in parse_qsl(query.decode("utf-8")):
                 params.setdefault(k, form_value(k, v))

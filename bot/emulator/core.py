@@ -14,7 +14,7 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from bot.emulator import builders
@@ -806,8 +806,43 @@ class Emulator:
         return builder.request(self.request()).get_updates_request(self.request())
 
     @contextlib.asynccontextmanager
-    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-        """Serve over HTTP with uvicorn in this event loop; yields the PTB base_url (".../bot")."""
+    async def serve(
+        self, host: str = "127.0.0.1", port: int = 0, *, server: str = "builtin"
+    ) -> AsyncIterator[str]:
+        """Serve over HTTP in this event loop; yields the PTB base_url (".../bot").
+
+        `server`: "builtin" (bot.emulator.server, lean) or "uvicorn" (the ASGI app under uvicorn).
+        """
+        if server not in ("builtin", "uvicorn"):
+            raise ValueError("server must be 'builtin' or 'uvicorn'")
+        # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets; without it every answer
+        # waits ~40 ms on Nagle and delayed ACKs
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        stop: Callable[[], Awaitable[None]]
+        if server == "builtin":
+            from bot.emulator.server import BuiltinServer
+
+            builtin = BuiltinServer(self)
+            await builtin.start(sock)
+            stop = builtin.close
+        else:
+            stop = await self._start_uvicorn(sock)
+        try:
+            bound_host, bound_port = sock.getsockname()[:2]
+            self.base_url = f"http://{bound_host}:{bound_port}/bot"
+            self.base_file_url = f"http://{bound_host}:{bound_port}/file/bot"
+            self._closing = False
+            yield self.base_url
+        finally:
+            self.close()  # release long polls so shutdown is quick
+            await stop()
+            sock.close()
+            self.base_url = self.base_file_url = None
+            self.reopen()
+
+    async def _start_uvicorn(self, sock: socket.socket) -> Callable[[], Awaitable[None]]:
         import uvicorn
 
         class _Server(uvicorn.Server):
@@ -816,11 +851,6 @@ class Emulator:
             def capture_signals(self) -> Iterator[None]:
                 yield
 
-        # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on such sockets; without it every answer
-        # waits ~40 ms on Nagle and delayed ACKs
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
         config = uvicorn.Config(
             self.app,
             lifespan="off",
@@ -831,22 +861,15 @@ class Emulator:
         )
         server = _Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise RuntimeError("emulator: uvicorn stopped before it started")
-                await asyncio.sleep(0.005)
-            bound_host, bound_port = sock.getsockname()[:2]
-            self.base_url = f"http://{bound_host}:{bound_port}/bot"
-            self.base_file_url = f"http://{bound_host}:{bound_port}/file/bot"
-            self._closing = False
-            yield self.base_url
-        finally:
-            self.close()  # release long polls so uvicorn's graceful shutdown is quick
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("emulator: uvicorn stopped before it started")
+            await asyncio.sleep(0.005)
+
+        async def stop() -> None:
             server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            sock.close()
-            self.base_url = self.base_file_url = None
-            self.reopen()
+
+        return stop

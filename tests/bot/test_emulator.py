@@ -282,8 +282,9 @@ async def test_raw_http_json_form_and_errors(emu: Emulator) -> None:
         assert r.status_code == 400 and json.loads(r.content)["description"] == "Bad Request: chat not found"
 
 
-async def test_loopback_polling_end_to_end(emu: Emulator) -> None:
-    async with emu.serve() as base_url:
+@pytest.mark.parametrize("server", ["builtin", "uvicorn"])
+async def test_loopback_polling_end_to_end(emu: Emulator, server: str) -> None:
+    async with emu.serve(server=server) as base_url:
         assert base_url.startswith("http://127.0.0.1:") and base_url.endswith("/bot")
         application = emu.application_builder(loopback=True).build()
         errors = record_errors(application)
@@ -490,8 +491,9 @@ async def test_html_mention_of_a_user_with_markup_in_the_name(emu: Emulator, bot
     assert score.text == "得分 0.93 (fraud)" and score.entities == ()
 
 
-async def test_abandoned_long_poll_ends_with_its_client(emu: Emulator) -> None:
-    async with emu.serve() as base_url:
+@pytest.mark.parametrize("server", ["builtin", "uvicorn"])
+async def test_abandoned_long_poll_ends_with_its_client(emu: Emulator, server: str) -> None:
+    async with emu.serve(server=server) as base_url:
         async with httpx.AsyncClient(base_url=f"{base_url}{emu.token}") as client:
             poll = asyncio.create_task(client.post("/getUpdates", data={"timeout": "30"}))
             await emu.wait_for(lambda: emu._update_waiters, timeout=5)
@@ -545,3 +547,40 @@ async def test_retry_after_below_one_is_refused(emu: Emulator) -> None:
     # PTB treats retry_after=0 as absent: the bot would see a NetworkError, never RetryAfter
     with pytest.raises(ValueError, match="retry_after"):
         emu.fail("sendMessage", 429, retry_after=0)
+
+
+async def test_builtin_server_http_details(emu: Emulator) -> None:
+    async with emu.serve() as base_url:
+        host, port = base_url.removeprefix("http://").removesuffix("/bot").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        path = f"/bot{emu.token}/sendMessage"
+        body = json.dumps({"chat_id": GROUP_ID, "text": "分块"}).encode()
+        # a chunked body, then a second request on the same connection, which asks to close it
+        chunked = b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (5, body[:5], len(body) - 5, body[5:])
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n".encode()
+            + chunked
+        )
+        writer.write(
+            f"GET /bot{emu.token}/getMe?x=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        answers = await asyncio.wait_for(reader.read(), 5)  # read() returns at EOF: the server closed
+        writer.close()
+        first, second = answers.split(b"HTTP/1.1 ")[1:]
+        assert first.startswith(b"200 OK") and "分块".encode() in first
+        assert (
+            second.startswith(b"200 OK") and b"connection: close" in second and b"qinglang_test_bot" in second
+        )
+
+        application = emu.application_builder(loopback=True).build()
+        await application.initialize()
+        try:
+            sent = await application.bot.send_document(ADMIN_ID, b"\x00\xff" * 5000, filename="导出.xlsx")
+            assert emu.files[sent.document.file_id].content == b"\x00\xff" * 5000
+            with pytest.raises(BadRequest, match="method not found"):
+                await application.bot.do_api_request("nosuchmethod")
+        finally:
+            await application.shutdown()
+    assert emu.internal_errors == []
