@@ -1,6 +1,7 @@
-"""HTTP for the emulator: a plain ASGI app at /bot<TOKEN>/<method>.
+"""HTTP for the emulator: a plain ASGI app at /bot<TOKEN>/<method> and /file/bot<TOKEN>/<path>.
 
 Accepts query strings, form-encoded, JSON and multipart bodies, the way PTB and curl send them.
+`route()` is shared with the built-in loopback server (server.py).
 """
 
 from __future__ import annotations

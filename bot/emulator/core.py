@@ -805,6 +805,16 @@ class Emulator:
             return builder.base_url(self.base_url).base_file_url(self.base_file_url)
         return builder.request(self.request()).get_updates_request(self.request())
 
+    def make_bot(self, token: str | None = None, *, loopback: bool = False) -> Any:
+        """A PTB Bot wired to this emulator (call `await bot.initialize()` or use `async with bot`)."""
+        from telegram import Bot
+
+        if loopback:
+            if self.base_url is None or self.base_file_url is None:
+                raise RuntimeError("make_bot(loopback=True) needs `async with emu.serve()`")
+            return Bot(token or self.token, base_url=self.base_url, base_file_url=self.base_file_url)
+        return Bot(token or self.token, request=self.request(), get_updates_request=self.request())
+
     @contextlib.asynccontextmanager
     async def serve(
         self, host: str = "127.0.0.1", port: int = 0, *, server: str = "builtin"

@@ -42,6 +42,8 @@ async def test_get_me(emu: Emulator, bot) -> None:
     assert me.id == emu.bot_user["id"] == 123456789
     assert me.username == "qinglang_test_bot"
     assert bot.username == "qinglang_test_bot"
+    async with emu.make_bot() as plain_bot:
+        assert (await plain_bot.get_me()).first_name == "清朗"
 
 
 async def test_send_then_delete_then_not_found(emu: Emulator, bot) -> None:
