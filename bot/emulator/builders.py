@@ -5,6 +5,7 @@ Plain dicts, exactly what Telegram sends; the emulator and the tests' factories 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 JSON = dict[str, Any]
@@ -208,3 +209,44 @@ def callback_keyboard(*buttons: tuple[str, str], per_row: int = 2) -> JSON:
         for i in range(0, len(buttons), per_row)
     ]
     return {"inline_keyboard": row_list}
+
+
+# What Telegram marks by itself in a user's text (an approximation of tdlib's detection: ASCII URLs
+# with a scheme, www. or a common TLD; e-mail; @username; #hashtag; /command).
+_TLDS = "com|net|org|cn|me|io|xyz|top|cc|vip|info|app|co|ru|tk|shop|site|link|club|in|hk|tw|biz|live|pro"
+_AUTO = re.compile(
+    r"(?P<email>(?<![A-Za-z0-9_.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})"
+    r"|(?P<url>(?:https?://|www\.)[\x21-\x7e]+|(?<![A-Za-z0-9_.@/-])(?:[A-Za-z0-9-]+\.)+(?:" + _TLDS + r")\b"
+    r"(?::\d{1,5})?(?:/[\x21-\x7e]*)?)"
+    r"|(?P<mention>(?<![\w@])@[A-Za-z][A-Za-z0-9_]{3,31}\b)"
+    r"|(?P<hashtag>(?<![\w#])#\w*[^\W\d]\w*)"
+    r"|(?P<bot_command>(?<![^\s])/[A-Za-z0-9_]{1,32}(?:@[A-Za-z][A-Za-z0-9_]{2,31})?(?![\w/]))"
+)
+_URL_TRAILING = ".,;:!?)]}\"'"
+
+
+def auto_entities(text: str) -> list[JSON]:
+    """The url, email, mention, hashtag and bot_command entities Telegram adds to a user's text."""
+    found: list[JSON] = []
+    for match in _AUTO.finditer(text):
+        kind = match.lastgroup
+        assert kind is not None
+        start, value = match.start(), match.group()
+        if kind == "url":
+            value = value.rstrip(_URL_TRAILING)
+        if not value:
+            continue
+        found.append({"type": kind, "offset": utf16_len(text[:start]), "length": utf16_len(value)})
+    return found
+
+
+def merge_entities(given: list[JSON], detected: list[JSON]) -> list[JSON]:
+    """The sender's entities plus detected ones that do not overlap them, ordered by offset."""
+    spans = [(e["offset"], e["offset"] + e["length"]) for e in given]
+    merged = list(given)
+    for entity in detected:
+        start, end = entity["offset"], entity["offset"] + entity["length"]
+        if all(end <= s or start >= e for s, e in spans):
+            merged.append(entity)
+    merged.sort(key=lambda e: (e["offset"], -e["length"]))
+    return merged

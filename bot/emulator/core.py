@@ -87,10 +87,14 @@ class Emulator:
         bot_username: str = "qinglang_test_bot",
         bot_name: str = "清朗",
         check_token: bool = False,
+        auto_entities: bool = True,
     ) -> None:
         self.token = token
         # True: a request with another token gets 401 Unauthorized (PTB raises InvalidToken)
         self.check_token = check_token
+        # True: injected texts and captions get the url/mention/hashtag/bot_command/email entities
+        # Telegram adds by itself (merged with any entities= given)
+        self.auto_entities = auto_entities
         head = token.split(":", 1)[0]
         bot_id = int(head) if head.isdigit() else 123456789  # Telegram: the token starts with the bot id
         self.bot_user: JSON = builders.user_json(bot_id, bot_name, username=bot_username, is_bot=True)
@@ -402,13 +406,14 @@ class Emulator:
             )
         if text is not None:
             fields["text"] = text
-            text_entities = entities if entities is not None else builders.command_entities(text)
+            text_entities = self._entities(text, entities)
             if text_entities:
-                fields["entities"] = list(text_entities)
+                fields["entities"] = text_entities
         if caption is not None:
             fields["caption"] = caption
-            if entities is not None and text is None:
-                fields["caption_entities"] = list(entities)
+            caption_entities = self._entities(caption, entities if text is None else None)
+            if caption_entities:
+                fields["caption_entities"] = caption_entities
         if reply_markup is not None:
             fields["reply_markup"] = reply_markup
         fields.update(extra)
@@ -469,16 +474,24 @@ class Emulator:
         if text is not None:
             data["text"] = text
             data.pop("entities", None)
-            entities = builders.command_entities(text)
+            entities = self._entities(text, None)
             if entities:
                 data["entities"] = entities
         if caption is not None:
             data["caption"] = caption
             data.pop("caption_entities", None)
+            caption_entities = self._entities(caption, None)
+            if caption_entities:
+                data["caption_entities"] = caption_entities
         data["edit_date"] = int(time.time())
         stored.data = data
         self.push_update({"edited_message": data})
         return data
+
+    def _entities(self, text: str, given: list[JSON] | None) -> list[JSON]:
+        if not self.auto_entities:
+            return list(given) if given is not None else builders.command_entities(text)
+        return builders.merge_entities(list(given or ()), builders.auto_entities(text))
 
     def callback(self, user_id: int, message: JSON, data: str) -> JSON:
         """Queue a `callback_query` update: a user pressed a button on `message`; returns the query."""

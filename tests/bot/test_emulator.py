@@ -586,3 +586,37 @@ async def test_builtin_server_http_details(emu: Emulator) -> None:
         finally:
             await application.shutdown()
     assert emu.internal_errors == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("加我t.me/abc123进群", [("url", "t.me/abc123")]),
+        ("看这里https://x.example/a_b?c=1。", [("url", "https://x.example/a_b?c=1")]),
+        ("联系 @dealer_bot 或 a.b@qq.com", [("mention", "@dealer_bot"), ("email", "a.b@qq.com")]),
+        ("#博彩 #123 #abc1", [("hashtag", "#博彩"), ("hashtag", "#abc1")]),
+        ("/ban@qinglang_test_bot 出冰", [("bot_command", "/ban@qinglang_test_bot")]),
+        ("版本1.2.3 和 example.com. 1/2", [("url", "example.com")]),
+        ("QQ：12345678 微信 abc123", []),  # contacts without a link shape stay plain text
+    ],
+)
+async def test_telegram_style_entities_are_detected(emu: Emulator, bot, text, expected) -> None:
+    emu.message(GROUP_ID, USER_ID, text)
+    (update,) = await bot.get_updates(timeout=0)
+    message = update.message
+    assert [(e.type, value) for e, value in message.parse_entities().items()] == expected
+
+
+async def test_given_entities_win_over_detected_ones(emu: Emulator, bot) -> None:
+    from bot.emulator import builders
+
+    text = "官网 example.com 详情点这里"
+    emu.message(
+        GROUP_ID, USER_ID, text, entities=[builders.text_link(text, "example.com", "https://evil.example")]
+    )
+    emu.message(GROUP_ID, USER_ID, caption="图 t.me/abcde", photo=True)
+    first, second = await bot.get_updates(timeout=0)
+    assert [(e.type, e.url) for e in first.message.entities] == [("text_link", "https://evil.example")]
+    assert [e.type for e in second.message.caption_entities] == ["url"]
+    plain = Emulator(auto_entities=False)
+    assert "entities" not in plain.message(GROUP_ID, USER_ID, "t.me/abcde")
