@@ -125,6 +125,8 @@ class Emulator:
         self._random_faults: _RandomFaults | None = None
         self._delays: dict[str, Slowdown] = {}
         self._hooks: dict[str, list[Callable[[JSON], Any]]] = {}
+        self._limits: dict[str, tuple[int, float, bool]] = {}  # method -> count, seconds, per chat
+        self._limit_log: dict[tuple[str, Any], deque[float]] = {}
         self._update_waiters: list[asyncio.Future[None]] = []
         self._change_waiters: list[asyncio.Future[None]] = []
         self._closing = False
@@ -709,11 +711,40 @@ class Emulator:
         self._hooks.setdefault(method, []).append(hook)
         return lambda: self._hooks.get(method, []).remove(hook)
 
+    def limit(self, method: str, count: int, seconds: float, *, per_chat: bool = True) -> None:
+        """Flood control like Telegram's: more than `count` answered calls of `method` within
+        `seconds` (per chat_id, or in all) get 429 with the retry_after that frees a slot.
+
+        Telegram's own limits are about 20 messages a minute in one group and 30 a second overall:
+        limit("sendMessage", 20, 60). count=0 removes the limit.
+        """
+        if count > 0:
+            self._limits[method] = (count, seconds, per_chat)
+        else:
+            self._limits.pop(method, None)
+
+    def _check_limit(self, method: str, params: JSON) -> None:
+        count, seconds, per_chat = self._limits[method]
+        key = (method, params.get("chat_id") if per_chat else None)
+        stamps = self._limit_log.get(key)
+        if stamps is None:
+            stamps = self._limit_log[key] = deque()
+        now = time.monotonic()
+        while stamps and stamps[0] <= now - seconds:
+            stamps.popleft()
+        if len(stamps) >= count:
+            retry_after = max(1, int(stamps[0] + seconds - now + 0.999))
+            raise ApiError(429, f"Too Many Requests: retry after {retry_after}", retry_after)
+        stamps.append(now)
+
     def clear_faults(self) -> None:
-        """Remove every scripted failure and delay."""
+        """Remove every scripted failure, delay, flood limit and hook."""
         self._faults.clear()
         self._random_faults = None
         self._delays.clear()
+        self._limits.clear()
+        self._limit_log.clear()
+        self._hooks.clear()
 
     def _take_delay(self, method: str) -> float:
         pause = 0.0
@@ -778,6 +809,8 @@ class Emulator:
             if entry is None:
                 # Telegram's answer; never 404, which PTB would report as InvalidToken
                 raise ApiError(400, "Not Found: method not found")
+            if self._limits and name in self._limits:
+                self._check_limit(name, params)
             self.now = call.at
             result = entry[1](self, params)
             if inspect.isawaitable(result):

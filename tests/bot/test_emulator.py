@@ -620,3 +620,15 @@ async def test_given_entities_win_over_detected_ones(emu: Emulator, bot) -> None
     assert [e.type for e in second.message.caption_entities] == ["url"]
     plain = Emulator(auto_entities=False)
     assert "entities" not in plain.message(GROUP_ID, USER_ID, "t.me/abcde")
+
+
+async def test_flood_limit_per_chat(emu: Emulator, bot) -> None:
+    emu.limit("sendMessage", 3, 60)
+    for i in range(3):
+        await bot.send_message(GROUP_ID, f"通知 {i}")
+    with pytest.raises(RetryAfter, match=r"Retry in (5\d|60) seconds"):
+        await bot.send_message(GROUP_ID, "太多了")
+    assert emu.calls("sendMessage")[-1].status == 429
+    assert (await bot.send_message(ADMIN_ID, "私聊另算")).text == "私聊另算"  # per chat
+    emu.limit("sendMessage", 0, 0)
+    assert (await bot.send_message(GROUP_ID, "解除")).text == "解除"
