@@ -1,6 +1,7 @@
 """The emulator: state, update injection, the call log, scripted faults and serving.
 
-Bot API methods live in `methods.py` (a mixin), HTTP parsing in `asgi.py`.
+Bot API methods live in `methods.py` (one function each), parse_mode in `markup.py`, HTTP in `asgi.py`
+(the ASGI app, used in-process) and `server.py` (the loopback server).
 """
 
 from __future__ import annotations

@@ -122,7 +122,8 @@ async def test_long_poll_blocks_until_update_and_honours_offset(emu: Emulator, b
     updates = await bot.get_updates(timeout=5)
     await task
     assert time.monotonic() - started < 2
-    assert [u.message.text for u in updates] == ["你好"] or len(updates) == 2
+    # both were queued before the waiting poll got to run: one batch
+    assert [u.message.text for u in updates] == ["你好", "在吗"]
     first = updates[0].update_id
     # Not confirmed yet: asked again, they are still there; limit cuts the batch
     again = await bot.get_updates(timeout=0, limit=1)
@@ -309,7 +310,6 @@ async def test_loopback_polling_end_to_end(emu: Emulator, server: str) -> None:
             await emu.wait_calls("answerCallbackQuery", 1, timeout=5)
         assert errors == []
         assert texts == [f"消息 {i}" for i in range(20)]
-        assert all(m.get("deleted", True) for m in emu.messages(GROUP_ID))
         assert all(emu.is_deleted(GROUP_ID, i) for i in range(1, 21))
         assert emu.served_at(1) is not None
     assert emu.base_url is None
