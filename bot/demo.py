@@ -117,6 +117,7 @@ async def play(workdir: Path, *, echo: Any = click.echo) -> DemoReport:
             database_url=f"sqlite+aiosqlite:///{db_path}",
             notice_min_interval_seconds=0,
             telegram_retries=1,
+            metrics_port=0,  # the demo must not take the metrics port of a bot running on this machine
             _env_file=None,  # type: ignore[call-arg]
         )
         app = build_application(settings, observers=[observe])
