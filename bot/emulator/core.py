@@ -531,6 +531,11 @@ class Emulator:
         return len(self._updates)
 
     @property
+    def polls_waiting(self) -> int:
+        """How many getUpdates calls are blocked in a long poll right now (the bot is listening)."""
+        return len(self._update_waiters)
+
+    @property
     def last_update(self) -> JSON | None:
         """The update queued last (confirmed or not); O(1)."""
         return self._last_update

@@ -498,7 +498,7 @@ async def test_abandoned_long_poll_ends_with_its_client(emu: Emulator, server: s
     async with emu.serve(server=server) as base_url:
         async with httpx.AsyncClient(base_url=f"{base_url}{emu.token}") as client:
             poll = asyncio.create_task(client.post("/getUpdates", data={"timeout": "30"}))
-            await emu.wait_for(lambda: emu._update_waiters, timeout=5)
+            await emu.wait_for(lambda: emu.polls_waiting, timeout=5)
             poll.cancel()  # what PTB's updater.stop() does to its pending getUpdates
             with pytest.raises(asyncio.CancelledError):
                 await poll
