@@ -145,7 +145,7 @@ def _make_normalize_text() -> type:
 
         def transform(self, X: Any) -> list[str]:
             n = self._normalizer()
-            return [clean_text(n.normalize(clean_text(x)).text) for x in X]
+            return [clean_text(n.normalize_text(clean_text(x))) for x in X]
 
         def __getstate__(self) -> dict:
             state = dict(self.__dict__)

@@ -64,8 +64,8 @@ class ModelParams:
 
     word_ngrams: tuple[int, int] = (1, 2)
     char_ngrams: tuple[int, int] = (1, 3)
-    word_max_features: int = 60_000
-    char_max_features: int = 100_000
+    word_max_features: int = 30_000
+    char_max_features: int = 50_000
     min_df: int = 2
     C: float = 4.0
     class_weight: str | None = "balanced"
@@ -84,7 +84,7 @@ class ModelParams:
     # chat) and unseen templated ok shapes (mostly hard negatives by design: quoted scams,
     # legit ads with contacts, homographs; each shape weighs the same), each with its target.
     review_target_background: float = 0.01
-    review_target_shapes: float = 0.05
+    review_target_shapes: float = 0.02
     delete_target_background: float = 0.002
     delete_target_shapes: float = 0.01
     # Floors: on the real dev set, 1 - p(ok) >= 0.5 flagged about 1% of benign messages.
