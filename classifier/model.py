@@ -304,6 +304,7 @@ class FastScorer:
         self.coef = np.ascontiguousarray(coef, dtype=np.float64)
         self.intercept = np.asarray(intercept, dtype=np.float64)
         self.idf = np.asarray(idf, dtype=np.float64)
+        self._idf = self.idf.tolist()
         self.params = params
         self._terms: list[str] = []  # every column's term, in column order
         self._parts: list[tuple[int, str]] = []  # (first column, vectorizer name)
@@ -354,26 +355,21 @@ class FastScorer:
                 from classifier.contacts import contact_features
 
                 parts.append((self.maps["contact"], list(contact_features(contacts))))
-        js: list[int] = []
-        cnt: list[int] = []
-        bounds: list[int] = []
+        idf = self._idf
+        log, sqrt = math.log, math.sqrt
+        cols: list[int] = []
+        vals: list[float] = []
         for vocab, tokens in parts:
             hits = [j for j in map(vocab.get, tokens) if j is not None]
             if not hits:
                 continue
-            c = Counter(hits)
-            bounds.append(len(js))
-            js.extend(c.keys())
-            cnt.extend(c.values())
-        if not js:
-            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.float64)
-        cols = np.array(js, dtype=np.intp)
-        v = (np.log(np.array(cnt, dtype=np.float64)) + 1.0) * self.idf[cols]
-        if len(bounds) == 1:
-            return cols, v / math.sqrt(float(v @ v))
-        norms = np.sqrt(np.add.reduceat(v * v, bounds))
-        lengths = np.diff(np.append(bounds, len(js)))
-        return cols, v / np.repeat(norms, lengths)
+            # small vectors: plain Python floats beat a dozen tiny numpy calls
+            cnt = Counter(hits)
+            v = [idf[j] if c == 1 else (log(c) + 1.0) * idf[j] for j, c in cnt.items()]
+            norm = sqrt(sum([x * x for x in v]))
+            cols.extend(cnt)
+            vals.extend([x / norm for x in v])
+        return np.array(cols, dtype=np.intp), np.array(vals, dtype=np.float64)
 
     def proba(
         self, text: str, contacts: Sequence[Any] | None = None
@@ -384,9 +380,11 @@ class FastScorer:
         if len(self.classes) == 2:  # binary LogisticRegression: one column, sigmoid
             p1 = 1.0 / (1.0 + math.exp(-float(z[0])))
             return np.array([1.0 - p1, p1]), cols, vals
-        z = z - z.max()
-        e = np.exp(z)
-        return e / e.sum(), cols, vals
+        zs = z.tolist()
+        top = max(zs)
+        e = [math.exp(x - top) for x in zs]
+        total = sum(e)
+        return np.array([x / total for x in e]), cols, vals
 
     def top_features(self, cols: np.ndarray, vals: np.ndarray, label: str, k: int = 5) -> list[dict]:
         """The k features that pushed hardest toward `label` (value x weight)."""
