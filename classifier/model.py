@@ -320,7 +320,9 @@ class FastScorer:
             self._terms.extend(terms)
         if len(self._terms) != self.coef.shape[0] or len(self.idf) != len(self._terms):
             raise ModelError("fast-path arrays do not match the vocabulary")
-        if any(len(k) * 2 - 1 != len(t) for k, t in zip(self.maps["char"], vocabs.get("char", ()), strict=False)):
+        if any(
+            len(k) * 2 - 1 != len(t) for k, t in zip(self.maps["char"], vocabs.get("char", ()), strict=False)
+        ):
             raise ModelError("character vocabulary is not space-joined single characters")
         self._words = WordTokenizer(words, params.engine)
         self._contacts = ContactTokenizer()

@@ -217,7 +217,19 @@ def test_lazy_offsets_and_contact_shortcut_match_the_full_path(shipped: m.Classi
     from classifier.contacts import extract_contacts
 
     cfg = GeneratorConfig(seed=3, per_category=150, ok_templated=300, background=300)
-    texts = [e.text for e in generate(load_seeds(), cfg)] + ODD_INPUTS[:7] + ["Ｋ１３８", "\u212a\u017f", "我的QQ：12345678", "电话13812345678", "看 t.me/abcde", "2点见", "12号楼"]
+    texts = (
+        [e.text for e in generate(load_seeds(), cfg)]
+        + ODD_INPUTS[:7]
+        + [
+            "Ｋ１３８",
+            "\u212a\u017f",
+            "我的QQ：12345678",
+            "电话13812345678",
+            "看 t.me/abcde",
+            "2点见",
+            "12号楼",
+        ]
+    )
     for text in texts:
         v = shipped.classify(text)
         norm = shipped._normalize(m._clean(text))
