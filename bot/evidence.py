@@ -8,7 +8,6 @@ or locked. Spooled evidence is replayed into the database, in order, as soon as 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import sqlite3
 import time
@@ -181,24 +180,13 @@ class Evidence:
             if len(self._keys) > 10_000:
                 self._keys.pop(next(iter(self._keys)))
 
-    async def _append_db(self, incident_id: int, events: Sequence[EventSpec], strike: tuple[int, float] | None) -> int:
-        strikes = 0
-        async with self.db.sessionmaker.begin() as session:
-            for kind, value, actor, detail in events:
-                await storage.append_event(
-                    session=session, incident_id=incident_id, kind=kind, value=value, actor=actor, detail=detail
-                )
-            if strike is not None:
-                incident = await storage.get_incident(session=session, incident_id=incident_id)
-                assert incident is not None
-                strikes = await storage.add_strike(
-                    session=session,
-                    chat_id=incident.chat_id,
-                    user_id=strike[0],
-                    incident_id=incident_id,
-                    window=dt.timedelta(seconds=strike[1]),
-                )
-        return strikes
+    async def _append_db(
+        self, incident_id: int, events: Sequence[EventSpec], strike: tuple[int, float] | None
+    ) -> int:
+        # One durable transaction for the outcome, its report entry and the strike.
+        return await storage.append_events(
+            sessionmaker=self.db.sessionmaker, incident_id=incident_id, events=events, strike=strike
+        )
 
     async def action_taken(self, recorded: Recorded) -> bool:
         """Whether an incident already has an action outcome (else its action is still pending)."""

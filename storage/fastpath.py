@@ -19,7 +19,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.engine import Dialect, make_url
@@ -266,6 +266,289 @@ async def record_postgres(engine: AsyncEngine, values: dict[str, Any]) -> tuple[
                 head = None  # another writer moved the head: read it again
                 state.heads.pop(chat_id, None)
             raise RuntimeError(f"chat {chat_id}: could not append to the chain after {_PG_ATTEMPTS} attempts")
+        except (OSError, ConnectionError) as exc:
+            fairy.invalidate(exc)
+            raise
+        except Exception as exc:
+            if type(exc).__name__ in ("ConnectionDoesNotExistError", "InterfaceError"):
+                fairy.invalidate(exc)
+            raise
+
+
+# ---- events: the outcome of an incident (and its strike) in one transaction ----
+#
+# The same technique for `append_events`: the whole chained append (events, the incident's state,
+# the chain head, the strike) as one raw transaction, through the writer thread or asyncpg directly.
+
+from storage.models import IncidentEvent, IncidentState, Strike  # noqa: E402
+
+_EV_TABLE = IncidentEvent.__table__
+_EV_COLUMNS = [c.name for c in _EV_TABLE.c if c.name != "id"]
+_STATE_COLUMNS = [c.name for c in IncidentState.__table__.c]
+_STATE_UPDATABLE = [c for c in _STATE_COLUMNS if c not in ("incident_id", "chat_id")]
+
+EventSpec = tuple[str, str, str, str | None, int | None]  # kind, value, actor, detail (text), batch_id
+
+
+class _EventPlan:
+    """Bind processors for event and state rows in one dialect."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.event = {n: _EV_TABLE.c[n].type.bind_processor(dialect) for n in _EV_COLUMNS}
+        state_table = IncidentState.__table__
+        self.state = {n: state_table.c[n].type.bind_processor(dialect) for n in _STATE_COLUMNS}
+        self.time = Strike.__table__.c.created_at.type.bind_processor(dialect)
+
+    @staticmethod
+    def _apply(procs: dict[str, Any], names: list[str], values: dict[str, Any]) -> list[Any]:
+        out = []
+        for name in names:
+            value, proc = values[name], procs[name]
+            out.append(proc(value) if proc is not None and value is not None else value)
+        return out
+
+    def event_params(self, values: dict[str, Any]) -> list[Any]:
+        return self._apply(self.event, _EV_COLUMNS, values)
+
+    def state_params(self, values: dict[str, Any]) -> list[Any]:
+        return self._apply(self.state, _STATE_COLUMNS, values)
+
+    def when(self, value: datetime) -> Any:
+        return self.time(value) if self.time is not None else value
+
+
+def chain_events(
+    incident_id: int,
+    chat_id: int,
+    message_id: int,
+    last_seq: int,
+    prev: str,
+    events: list[EventSpec],
+    state: dict[str, Any] | None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The event rows (seq, hashes) following the head, and the incident's state after them."""
+    from storage.chain import record_hash as _hash
+
+    now = datetime.now(UTC)
+    if state is None:
+        state = {name: None for name in _STATE_COLUMNS}
+        state.update(incident_id=incident_id, chat_id=chat_id, legal_hold=False)
+    rows = []
+    for kind, value, actor, detail, batch_id in events:
+        last_seq += 1
+        row = {
+            "incident_id": incident_id, "chat_id": chat_id, "seq": last_seq, "message_id": message_id,
+            "kind": kind, "value": value, "actor": actor, "detail": detail, "batch_id": batch_id,
+            "recorded_at": now, "prev_hash": prev,
+        }  # fmt: skip
+        hashed = {
+            "chat_id": chat_id, "seq": last_seq, "incident_id": incident_id, "message_id": message_id,
+            "event_kind": kind, "event_value": value, "event_actor": actor, "event_detail": detail,
+            "batch_id": batch_id, "recorded_at": iso(now),
+        }  # fmt: skip
+        row["record_hash"] = prev = _hash("event", hashed, prev)
+        rows.append(row)
+        # the projection append_event keeps
+        if kind == "action":
+            state["action_taken"], state["action_detail"] = value, detail
+        elif kind == "review":
+            state["review_result"], state["reviewed_by"] = value, actor
+        elif kind == "report":
+            state["report_status"] = value
+            if batch_id is not None:
+                state["report_batch_id"] = batch_id
+        else:
+            state["legal_hold"] = value == "on"
+    state["updated_at"] = now
+    return rows, state
+
+
+_SQLITE_EV_INSERT = (
+    f"INSERT INTO incident_events ({', '.join(_EV_COLUMNS)}) VALUES ({', '.join('?' for _ in _EV_COLUMNS)})"
+)
+_SQLITE_STATE_UPSERT = (
+    f"INSERT INTO incident_state ({', '.join(_STATE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _STATE_COLUMNS)}) "
+    "ON CONFLICT (incident_id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATABLE)
+)
+_SQLITE_STATE_SELECT = f"SELECT {', '.join(_STATE_COLUMNS)} FROM incident_state WHERE incident_id = ?"
+
+
+class MissingIncident(LookupError):
+    pass
+
+
+def _sqlite_append(
+    writer: SqliteWriter,
+    plan: _EventPlan,
+    incident_id: int,
+    events: list[EventSpec],
+    strike: tuple[int, float] | None,
+) -> tuple[int, int, str]:
+    conn = writer._connect()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute(
+            "SELECT chat_id, message_id FROM incidents WHERE id = ?", (incident_id,)
+        ).fetchone()
+        if row is None:
+            raise MissingIncident(f"no incident {incident_id}")
+        chat_id, message_id = row
+        head = conn.execute(
+            "SELECT last_seq, last_hash FROM chain_heads WHERE chat_id = ?", (chat_id,)
+        ).fetchone()
+        last_seq, prev = head if head is not None else (0, GENESIS)
+        srow = conn.execute(_SQLITE_STATE_SELECT, (incident_id,)).fetchone()
+        state = None
+        if srow is not None:
+            state = dict(zip(_STATE_COLUMNS, srow, strict=True))
+            state["legal_hold"] = bool(state["legal_hold"])
+        rows, state = chain_events(incident_id, chat_id, message_id, last_seq, prev, events, state)
+        conn.executemany(_SQLITE_EV_INSERT, [plan.event_params(r) for r in rows])
+        conn.execute(_SQLITE_STATE_UPSERT, plan.state_params(state))
+        if rows:
+            last = rows[-1]
+            conn.execute(
+                _SQLITE_HEAD, (chat_id, last["seq"], last["record_hash"], plan.when(last["recorded_at"]))
+            )
+        strikes = 0
+        if strike is not None:
+            user_id, window = strike
+            now = datetime.now(UTC)
+            if (
+                conn.execute("SELECT id FROM strikes WHERE incident_id = ?", (incident_id,)).fetchone()
+                is None
+            ):
+                conn.execute(
+                    "INSERT INTO strikes (chat_id, user_id, incident_id, created_at) VALUES (?, ?, ?, ?)",
+                    (chat_id, user_id, incident_id, plan.when(now)),
+                )
+            strikes = conn.execute(
+                "SELECT count(id) FROM strikes WHERE chat_id = ? AND user_id = ? AND created_at >= ?",
+                (chat_id, user_id, plan.when(now - timedelta(seconds=window))),
+            ).fetchone()[0]
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return int(strikes), chat_id, prev
+
+
+_event_plans: weakref.WeakKeyDictionary[Any, _EventPlan] = weakref.WeakKeyDictionary()
+
+
+def _event_plan(engine: AsyncEngine) -> _EventPlan:
+    plan = _event_plans.get(engine.sync_engine)
+    if plan is None:
+        plan = _event_plans[engine.sync_engine] = _EventPlan(engine.dialect)
+    return plan
+
+
+async def append_sqlite(
+    engine: AsyncEngine,
+    writer: SqliteWriter,
+    incident_id: int,
+    events: list[EventSpec],
+    strike: tuple[int, float] | None,
+) -> int:
+    """Events (and the strike) of one incident in one BEGIN IMMEDIATE..COMMIT on the writer thread."""
+    plan = _event_plan(engine)
+    strikes, _, _ = await asyncio.get_running_loop().run_in_executor(
+        writer.executor, _sqlite_append, writer, plan, incident_id, events, strike
+    )
+    return strikes
+
+
+def _pg_placeholders(names: list[str], table: Any) -> str:
+    from sqlalchemy.dialects import postgresql
+
+    dialect = postgresql.dialect()
+    casts = []
+    for i, name in enumerate(names):
+        col_type = table.c[name].type
+        casts.append(f"${i + 1}::{getattr(col_type, 'impl', col_type).compile(dialect=dialect)}")
+    return ", ".join(casts)
+
+
+_PG_EV_INSERT = (
+    f"INSERT INTO incident_events ({', '.join(_EV_COLUMNS)}) "
+    f"VALUES ({_pg_placeholders(_EV_COLUMNS, _EV_TABLE)})"
+)
+_PG_STATE_UPSERT = (
+    f"INSERT INTO incident_state ({', '.join(_STATE_COLUMNS)}) "
+    f"VALUES ({_pg_placeholders(_STATE_COLUMNS, IncidentState.__table__)}) "
+    "ON CONFLICT (incident_id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in _STATE_UPDATABLE)
+)
+
+
+async def append_postgres(
+    engine: AsyncEngine, incident_id: int, events: list[EventSpec], strike: tuple[int, float] | None
+) -> int:
+    """Events (and the strike) of one incident in one asyncpg transaction under the chat's advisory lock."""
+    plan = _event_plan(engine)
+    pg_state = _pg_states.get(engine.sync_engine)
+    if pg_state is None:
+        pg_state = _pg_states[engine.sync_engine] = _PgState(engine.dialect)
+    async with engine.connect() as sa_conn:
+        fairy = await sa_conn.get_raw_connection()
+        conn = fairy.driver_connection
+        assert conn is not None
+        try:
+            async with conn.transaction():
+                found = await conn.fetchrow(
+                    "SELECT chat_id, message_id, pg_advisory_xact_lock(chat_id) IS NULL FROM incidents "
+                    "WHERE id = $1",
+                    incident_id,
+                )
+                if found is None:
+                    raise MissingIncident(f"no incident {incident_id}")
+                chat_id, message_id = found[0], found[1]
+                # read under the lock: the head cannot move until this transaction ends
+                head = await conn.fetchrow(
+                    "SELECT last_seq, last_hash FROM chain_heads WHERE chat_id = $1", chat_id
+                )
+                last_seq, prev = (head[0], head[1]) if head is not None else (0, GENESIS)
+                srow = await conn.fetchrow(
+                    f"SELECT {', '.join(_STATE_COLUMNS)} FROM incident_state WHERE incident_id = $1",
+                    incident_id,
+                )
+                state = dict(srow) if srow is not None else None
+                rows, state = chain_events(incident_id, chat_id, message_id, last_seq, prev, events, state)
+                if rows:
+                    await conn.executemany(_PG_EV_INSERT, [plan.event_params(r) for r in rows])
+                await conn.execute(_PG_STATE_UPSERT, *plan.state_params(state))
+                if rows:
+                    last = rows[-1]
+                    await conn.execute(
+                        "INSERT INTO chain_heads (chat_id, last_seq, last_hash, updated_at) "
+                        "VALUES ($1, $2, $3, $4) ON CONFLICT (chat_id) DO UPDATE SET "
+                        "last_seq = excluded.last_seq, "
+                        "last_hash = excluded.last_hash, updated_at = excluded.updated_at",
+                        chat_id,
+                        last["seq"],
+                        last["record_hash"],
+                        last["recorded_at"],
+                    )
+                strikes = 0
+                if strike is not None:
+                    user_id, window = strike
+                    now = datetime.now(UTC)
+                    strikes = await conn.fetchval(
+                        "WITH ins AS (INSERT INTO strikes (chat_id, user_id, incident_id, created_at) "
+                        "SELECT $1, $2, $3, $4 WHERE NOT EXISTS "
+                        "(SELECT 1 FROM strikes WHERE incident_id = $3) RETURNING created_at) "
+                        "SELECT (SELECT count(*) FROM strikes WHERE chat_id = $1 AND user_id = $2 "
+                        "AND created_at >= $5) + (SELECT count(*) FROM ins)",
+                        chat_id,
+                        user_id,
+                        incident_id,
+                        now,
+                        now - timedelta(seconds=window),
+                    )
+            if rows:
+                pg_state.remember(chat_id, rows[-1]["seq"], rows[-1]["record_hash"])
+            return int(strikes or 0)
         except (OSError, ConnectionError) as exc:
             fairy.invalidate(exc)
             raise

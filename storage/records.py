@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -270,6 +270,16 @@ def _detail_text(detail: Any) -> str | None:
     return dumps_json(detail)
 
 
+def _check_event(kind: str, value: str, actor: str) -> None:
+    allowed = EVENT_VALUES.get(kind)
+    if allowed is None:
+        raise ValueError(f"unknown event kind {kind!r}; expected one of {sorted(EVENT_VALUES)}")
+    if value not in allowed:
+        raise ValueError(f"unknown {kind} value {value!r}; expected one of {list(allowed)}")
+    if not isinstance(actor, str) or not actor:
+        raise ValueError("actor must be a non-empty str, e.g. 'model' or 'admin:<id>'")
+
+
 async def append_event(
     *,
     session: AsyncSession,
@@ -281,13 +291,7 @@ async def append_event(
     batch_id: int | None = None,
 ) -> IncidentEvent:
     """Append a state change of an incident to its chat's chain and update the incident's state."""
-    allowed = EVENT_VALUES.get(kind)
-    if allowed is None:
-        raise ValueError(f"unknown event kind {kind!r}; expected one of {sorted(EVENT_VALUES)}")
-    if value not in allowed:
-        raise ValueError(f"unknown {kind} value {value!r}; expected one of {list(allowed)}")
-    if not isinstance(actor, str) or not actor:
-        raise ValueError("actor must be a non-empty str, e.g. 'model' or 'admin:<id>'")
+    _check_event(kind, value, actor)
     row = (
         await session.execute(select(Incident.chat_id, Incident.message_id).where(Incident.id == incident_id))
     ).first()
@@ -330,6 +334,49 @@ async def append_event(
     await _advance_head(session, chat_id, ev.seq, ev.record_hash, head_exists)
     await session.flush()
     return ev
+
+
+async def append_events(
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    incident_id: int,
+    events: Sequence[tuple[str, str, str, str | Mapping[str, Any] | None]],
+    strike: tuple[int, float] | None = None,
+) -> int:
+    """Append events (kind, value, actor, detail) to an incident and, optionally, its strike
+    (user id, window seconds), in one transaction that commits itself. Returns the user's strikes in
+    the window (0 without a strike).
+
+    The bot's outcome path: on a file-backed SQLite or PostgreSQL engine it is one raw transaction
+    (storage/fastpath.py), otherwise `append_event` and `add_strike` in one session.
+    """
+    specs: list[fastpath.EventSpec] = []
+    for kind, value, actor, detail in events:
+        _check_event(kind, value, actor)
+        specs.append((kind, value, actor, _detail_text(detail), None))
+    engine = sessionmaker.kw.get("bind")
+    if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql":
+        return await fastpath.append_postgres(engine, incident_id, specs, strike)
+    if isinstance(engine, AsyncEngine) and (writer := fastpath.sqlite_writer(engine)) is not None:
+        return await fastpath.append_sqlite(engine, writer, incident_id, specs, strike)
+    strikes = 0
+    async with sessionmaker.begin() as session:
+        for kind, value, actor, detail, _ in specs:
+            await append_event(
+                session=session, incident_id=incident_id, kind=kind, value=value, actor=actor, detail=detail
+            )
+        if strike is not None:
+            chat_id = await session.scalar(select(Incident.chat_id).where(Incident.id == incident_id))
+            if chat_id is None:
+                raise LookupError(f"no incident {incident_id}")
+            strikes = await add_strike(
+                session=session,
+                chat_id=chat_id,
+                user_id=strike[0],
+                incident_id=incident_id,
+                window=timedelta(seconds=strike[1]),
+            )
+    return strikes
 
 
 def event_fields(ev: IncidentEvent) -> dict[str, Any]:

@@ -1,0 +1,98 @@
+"""`append_events`: the bot's outcome path, one transaction (raw on SQLite files and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+from storage_helpers import CHAT, new_incident
+
+import storage
+from storage.models import IncidentEvent, IncidentState
+
+
+async def _states(db: storage.Database, ids: list[int]) -> list[tuple[object, ...]]:
+    async with db.sessionmaker() as s:
+        out = []
+        for i in ids:
+            st = await s.get(IncidentState, i)
+            assert st is not None
+            out.append((st.action_taken, st.action_detail, st.report_status, st.review_result, st.legal_hold))
+    return out
+
+
+async def test_append_events_matches_append_event(db: storage.Database) -> None:
+    a, _ = await storage.record_incident(sessionmaker=db.sessionmaker, incident=new_incident(1))
+    b, _ = await storage.record_incident(sessionmaker=db.sessionmaker, incident=new_incident(2))
+    events = [
+        ("action", "deleted", "model", {"notice_message_id": 7, "名": "零"}),
+        ("report", "queued", "model", None),
+    ]
+    strikes = await storage.append_events(
+        sessionmaker=db.sessionmaker, incident_id=a.id, events=events, strike=(42, 3600.0)
+    )
+    async with db.sessionmaker.begin() as s:
+        for kind, value, actor, detail in events:
+            await storage.append_event(
+                session=s, incident_id=b.id, kind=kind, value=value, actor=actor, detail=detail
+            )
+    assert strikes == 1
+    sa, sb = await _states(db, [a.id, b.id])
+    assert sa == sb and sa[0] == "deleted" and sa[2] == "queued"
+    # idempotent strike, counted in the window; review and hold update the same state row
+    again = await storage.append_events(
+        sessionmaker=db.sessionmaker,
+        incident_id=a.id,
+        events=[("review", "confirmed", "admin:1", None), ("legal_hold", "on", "admin:1", "case 9")],
+        strike=(42, 3600.0),
+    )
+    assert again == 1
+    (st,) = await _states(db, [a.id])
+    assert st == ("deleted", sa[1], "queued", "confirmed", True)
+    async with db.sessionmaker() as s:
+        seqs = (await s.scalars(select(IncidentEvent.seq).where(IncidentEvent.chat_id == CHAT))).all()
+    assert sorted(seqs) == [3, 4, 5, 6, 7, 8]
+    assert (await storage.verify_database(db.engine)).ok
+    # the next incident continues the chain the fast path advanced
+    c, _ = await storage.record_incident(sessionmaker=db.sessionmaker, incident=new_incident(3))
+    assert c.seq == 9
+    assert (await storage.verify_database(db.engine)).ok
+
+
+async def test_append_events_concurrent_with_records_keeps_one_chain(db: storage.Database) -> None:
+    ids = [
+        (await storage.record_incident(sessionmaker=db.sessionmaker, incident=new_incident(m)))[0].id
+        for m in range(1, 6)
+    ]
+    await asyncio.gather(
+        *(
+            storage.append_events(
+                sessionmaker=db.sessionmaker,
+                incident_id=i,
+                events=[("action", "deleted", "model", None), ("report", "queued", "model", None)],
+                strike=(7, 3600.0),
+            )
+            for i in ids
+        ),
+        *(
+            storage.record_incident(sessionmaker=db.sessionmaker, incident=new_incident(m))
+            for m in range(6, 11)
+        ),
+    )
+    result = await storage.verify_database(db.engine)
+    assert result.ok
+    async with db.sessionmaker() as s:
+        n = await s.scalar(select(func.count()).select_from(IncidentEvent))
+    assert n == 10
+
+
+async def test_append_events_rejects_unknown_values_and_incidents(db: storage.Database) -> None:
+    with pytest.raises(ValueError):
+        await storage.append_events(
+            sessionmaker=db.sessionmaker, incident_id=1, events=[("action", "exploded", "model", None)]
+        )
+    with pytest.raises(LookupError):
+        await storage.append_events(
+            sessionmaker=db.sessionmaker, incident_id=999, events=[("action", "deleted", "model", None)]
+        )
