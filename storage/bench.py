@@ -116,18 +116,19 @@ def export_child(url: str, fmt: str, out: str) -> None:
     """Run in a fresh process so its peak memory is the export's own."""
     from storage.export import export_records
 
-    async def run() -> float:
+    async def run() -> tuple[float, Any]:
         engine = make_engine(url)
         try:
             t = time.perf_counter()
-            await export_records(engine, path=out, fmt=fmt)
-            return time.perf_counter() - t
+            result = await export_records(engine, path=out, fmt=fmt)
+            return time.perf_counter() - t, result
         finally:
             await engine.dispose()
 
-    seconds = asyncio.run(run())
+    seconds, result = asyncio.run(run())
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": round(seconds, 2), "peak_mb": round(peak_mb, 1)}))
+    figures = {"seconds": round(seconds, 2), "peak_mb": round(peak_mb, 1), "rows": result.rows}
+    print(json.dumps({**figures, "records": result.records}))
 
 
 def bench_export(url: str, fmt: str, out: Path) -> dict[str, Any]:
@@ -210,9 +211,10 @@ def run_bench(
         for fmt in ("csv", "xlsx"):
             r = bench_export(fill_url, fmt, Path(tmp) / f"export.{fmt}")
             figures[f"export_{fmt}_s"], figures[f"export_{fmt}_peak_mb"] = r["seconds"], r["peak_mb"]
+            figures[f"export_{fmt}_rows"] = r["rows"]
             echo(
                 f"export {fmt:<5} {export_rows} incidents: {r['seconds']:>6} s, "
-                f"peak {r['peak_mb']} MB, file {r['mb']} MB"
+                f"peak {r['peak_mb']} MB, file {r['mb']} MB, {r['rows']} rows ({r['records']} chain records)"
             )
         if postgres_url:
             pg_url, (drop, settings) = asyncio.run(_pg_database(resolve_url(postgres_url)))
@@ -233,4 +235,45 @@ def run_bench(
                 asyncio.run(drop())
         else:
             echo("postgresql  skipped: give --postgres-url or set QINGLANG_TEST_POSTGRES_URL")
+    figures["load_average_1m"] = round(os.getloadavg()[0], 2)  # other work on the machine skews figures
     return figures
+
+
+def table(figures: dict[str, Any]) -> list[str]:
+    """The figures against the targets, as table lines."""
+    n = figures.get("export_rows", 0)
+    lines = [f"{'figure':<52} {'result':>14}  target"]
+
+    def line(label: str, value: Any, target: str) -> None:
+        lines.append(f"{label:<52} {value if value is not None else '-':>14}  {target}")
+
+    line("SQLite record_incident, durable, one writer (/s)", figures.get("sqlite_incidents_per_s"), ">= 500")
+    line(
+        "PostgreSQL record_incident, durable, one writer (/s)",
+        figures.get("postgres_incidents_per_s"),
+        ">= 300",
+    )
+    two = figures.get("postgres_two_writers")
+    if two:
+        ok = two["incidents"] == two["distinct_messages"] and two["chain_ok"]
+        line(
+            "PostgreSQL 2 writers on one chat: incidents, chain",
+            f"{two['incidents']} {'ok' if ok else 'BAD'}",
+            "all, ok",
+        )
+    for fmt in ("csv", "xlsx"):
+        line(f"export {n} incidents to {fmt.upper()} (s)", figures.get(f"export_{fmt}_s"), "<= 20")
+        line(
+            f"export {n} incidents to {fmt.upper()}: peak memory (MB)",
+            figures.get(f"export_{fmt}_peak_mb"),
+            "<= 200",
+        )
+        line(
+            f"export {n} incidents to {fmt.upper()}: rows",
+            figures.get(f"export_{fmt}_rows"),
+            f"{n} (one per incident)",
+        )
+    line(
+        "load average (1 min) at the end", figures.get("load_average_1m"), f"cpus: {figures.get('cpu_count')}"
+    )
+    return lines

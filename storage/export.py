@@ -44,6 +44,7 @@ FORMATS = ("csv", "xlsx", "jsonl")
 YIELD_PER = 2000
 BLOCK = 1000  # incidents per block: one events query each
 XLSX_MAX_CELL = 32767
+XLSX_MAX_ROWS = 1_048_576  # header included
 WIDTHS = {
     "text": 60, "reasons": 40, "contacts": 30, "events": 60, "prev_hash": 20, "record_hash": 20,
     "chat_title": 24,
@@ -228,13 +229,30 @@ def _unescape(value: Any) -> Any:
     return value
 
 
+_json_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C-accelerated, keeps non-ASCII
+_json_ascii = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
+def _event_json(ev: dict[str, Any], quote: Callable[[str], str]) -> str:
+    detail, batch = ev["detail"], ev["batch_id"]
+    return (
+        f'{{"seq":{ev["seq"]},"kind":{quote(ev["kind"])},"value":{quote(ev["value"])},'
+        f'"actor":{quote(ev["actor"])},"detail":{"null" if detail is None else quote(detail)},'
+        f'"batch_id":{"null" if batch is None else int(batch)},"recorded_at":"{ev["recorded_at"]}",'
+        f'"prev_hash":{quote(ev["prev_hash"])},"record_hash":{quote(ev["record_hash"])}}}'
+    )
+
+
 def _events_json(events: list[dict[str, Any]]) -> str:
-    text = json.dumps(events, ensure_ascii=False, separators=(",", ":"))
+    """The events as a JSON list (what json.dumps gives with compact separators, only faster)."""
+    if not events:
+        return "[]"
+    text = "[" + ",".join([_event_json(ev, _json_str) for ev in events]) + "]"
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates in a detail: escape them
-            text = json.dumps(events, ensure_ascii=True, separators=(",", ":"))
+            text = "[" + ",".join([_event_json(ev, _json_ascii) for ev in events]) + "]"
     return text
 
 
@@ -431,11 +449,37 @@ class _JsonlWriter:
 
 
 _MAX_EXACT = 2**53  # larger integers would lose digits as spreadsheet numbers: written as text
+_XML_SPECIAL = re.compile(r"[&<>\x00-\x08\x0b-\x1f\ufffe\uffff]|_x[0-9A-Fa-f]{4}_")
+_XL_LITERAL = re.compile(r"(_x[0-9A-Fa-f]{4}_)")
+_XL_CONTROL = re.compile(r"([\x00-\x08\x0b-\x1f\ufffe\uffff])")
+_WHITESPACE = " \t\n\r"
+
+
+def _xml_text(value: str) -> str:
+    """Cell text as SpreadsheetML wants it: a literal _xHHHH_ guarded, control characters as _xHHHH_
+    (as Excel and xlsxwriter do), then &, < and > escaped. Nothing is ever written raw."""
+    if not _XML_SPECIAL.search(value):
+        return value
+    value = _XL_LITERAL.sub(r"_x005F\1", value)
+    value = _XL_CONTROL.sub(lambda m: f"_x{ord(m.group(1)):04X}_", value)
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _utf16_len(value: str) -> int:
+    return len(value.encode("utf-16-le")) // 2
 
 
 class _XlsxWriter:
+    """xlsxwriter (constant_memory) makes the workbook: styles, widths, frozen header, filter, zip.
+    The data rows, the bulk of the work, are written here as SpreadsheetML straight into the sheet's
+    row stream, each column's cell kind decided once. Per-cell calls into xlsxwriter cost ~10 times
+    more, and its constant_memory path writes any string shaped like "<r>...</r>" unescaped (a rich
+    string), which user text must never be. If xlsxwriter's internals ever change shape, the
+    public per-cell API is used instead (slow, same file)."""
+
     def __init__(self, path: Path) -> None:
         import xlsxwriter
+        from xlsxwriter.utility import xl_col_to_name
 
         self.book = xlsxwriter.Workbook(
             str(path),
@@ -456,31 +500,73 @@ class _XlsxWriter:
         self.sheet.freeze_panes(1, 0)
         self.row = 1
         self.truncated = 0
-        # Each column's writer decided once: numbers for int/float columns, text for the rest.
-        self.number_cols = [i for i, (_, kind) in enumerate(FIELDS) if kind in ("int", "float")]
-        self.text_cols = [i for i, (_, kind) in enumerate(FIELDS) if kind not in ("int", "float")]
+        self.letters = [xl_col_to_name(i) for i in range(len(FIELDS))]
+        self.numeric = [kind in ("int", "float") for _, kind in FIELDS]
+        sheet = self.sheet
+        self.fast = all(
+            hasattr(sheet, name)
+            for name in ("_write_single_row", "_check_dimensions", "previous_row", "table", "fh")
+        )
+        if self.fast:
+            sheet._write_single_row(1)  # flush the header row; data rows follow in the same stream
+
+    def _text_cell(self, ref: str, text: str, special: bool) -> str:
+        if len(text) > XLSX_MAX_CELL // 2 and _utf16_len(text) > XLSX_MAX_CELL:
+            self.truncated += 1  # Excel's cell limit; CSV and JSONL keep the whole text
+            text = text.encode("utf-16-le")[: 2 * XLSX_MAX_CELL].decode("utf-16-le", "ignore")
+        space = ' xml:space="preserve"' if text[0] in _WHITESPACE or text[-1] in _WHITESPACE else ""
+        if special:
+            text = _xml_text(text)
+        return f'<c r="{ref}" t="inlineStr"><is><t{space}>{text}</t></is></c>'
 
     def write_block(self, rows: list[list[Any]]) -> None:
-        write_number, write_string = self.sheet.write_number, self.sheet.write_string
-        number_cols, text_cols = self.number_cols, self.text_cols
+        if not self.fast:
+            return self._write_block_public(rows)
+        if self.row + len(rows) > XLSX_MAX_ROWS:
+            raise ValueError(f"an XLSX sheet holds at most {XLSX_MAX_ROWS - 1} rows: export CSV or JSONL")
+        letters, numeric, text_cell = self.letters, self.numeric, self._text_cell
         r = self.row
+        parts = []
         for row in rows:
-            cells = _text_row(row)
-            for col in number_cols:
-                v = cells[col]
-                if v is not None:
-                    if -_MAX_EXACT < v < _MAX_EXACT:
-                        write_number(r, col, v)
-                    else:
-                        write_string(r, col, str(v))
-            for col in text_cols:
-                v = cells[col]
-                if v:
-                    if not v.isascii():
-                        v = _encodable(v)
-                        if len(v) > XLSX_MAX_CELL:
-                            self.truncated += 1  # Excel's cell limit; CSV and JSONL keep the whole text
-                    write_string(r, col, v)
+            n = r + 1
+            values = _text_row(row)
+            # Checks that concern every text cell, done once per row: escapes needed? encodable?
+            texts = [v for i, v in enumerate(values) if v and not numeric[i]]
+            joined = "\n".join(texts)
+            special = _XML_SPECIAL.search(joined) is not None
+            if not joined.isascii():
+                try:
+                    joined.encode("utf-8")
+                except UnicodeEncodeError:  # lone surrogates
+                    values = [_encodable(v) if v.__class__ is str else v for v in values]
+            cells = []
+            for i, v in enumerate(values):
+                if v is None or v == "":
+                    continue
+                if numeric[i] and v.__class__ is not str and -_MAX_EXACT < v < _MAX_EXACT:
+                    cells.append(f'<c r="{letters[i]}{n}"><v>{v!r}</v></c>')
+                else:
+                    cells.append(text_cell(f"{letters[i]}{n}", str(v), special))
+            parts.append(f'<row r="{n}">{"".join(cells)}</row>')
+            r += 1
+        if parts:
+            sheet = self.sheet
+            sheet.fh.write("".join(parts))
+            sheet._check_dimensions(r - 1, len(FIELDS) - 1)
+            sheet.previous_row = r - 1
+        self.row = r
+        return None
+
+    def _write_block_public(self, rows: list[list[Any]]) -> None:
+        sheet, r = self.sheet, self.row
+        for row in rows:
+            for col, v in enumerate(_text_row(row)):
+                if v is None or v == "":
+                    continue
+                if self.numeric[col] and -_MAX_EXACT < v < _MAX_EXACT:
+                    sheet.write_number(r, col, v)
+                else:
+                    sheet.write_string(r, col, _encodable(str(v)))
             r += 1
         self.row = r
 

@@ -74,7 +74,11 @@ def register(main: click.Group, bench: click.Group) -> None:
         default=None,
         help="Verify an export file (.csv, .xlsx, .jsonl) on its own, without the database.",
     )
-    @click.option("--partial", is_flag=True, help="With --export: a report batch file (gaps expected).")
+    @click.option(
+        "--partial",
+        is_flag=True,
+        help="With --export: a selection (report batch, --since/--until export): gaps in seq expected.",
+    )
     def verify(url: str | None, chat_id: int | None, export_file: Path | None, partial: bool) -> None:
         """Recompute the hash chains and name the first broken record, or say they are intact."""
         import storage
@@ -104,7 +108,8 @@ def register(main: click.Group, bench: click.Group) -> None:
     def export(
         url: str | None, chat_id: int | None, since: str | None, until: str | None, fmt: str, output: Path
     ) -> None:
-        """Export the incident log (every record with its hash) to CSV (UTF-8 BOM), XLSX or JSONL."""
+        """Export the incident log, one row per incident with its events and hashes, to CSV (UTF-8 BOM),
+        XLSX or JSONL."""
         import storage
 
         async def run():  # type: ignore[no-untyped-def]
@@ -117,7 +122,10 @@ def register(main: click.Group, bench: click.Group) -> None:
                 await db.close()
 
         result = asyncio.run(run())
-        click.echo(f"wrote {result.rows} records ({result.incidents} incidents) to {output}  {result.digest}")
+        click.echo(
+            f"wrote {result.incidents} incidents in {result.rows} rows ({result.records} chain records) "
+            f"to {output}  {result.digest}"
+        )
 
     @main.command()
     @URL_OPTION
@@ -155,9 +163,12 @@ def register(main: click.Group, bench: click.Group) -> None:
     )
     def bench_storage(rows: int, export_rows: int, writer_rows: int, postgres_url: str | None) -> None:
         """Recording rate (SQLite, PostgreSQL), 100k-incident exports, two writers on one chat."""
-        from storage.bench import run_bench
+        from storage.bench import run_bench, table
 
         figures = run_bench(
             rows=rows, export_rows=export_rows, writer_rows=writer_rows, postgres_url=postgres_url
         )
+        click.echo("")
+        for line in table(figures):
+            click.echo(line)
         click.echo(json.dumps(figures, ensure_ascii=False))

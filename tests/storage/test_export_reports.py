@@ -73,6 +73,27 @@ async def test_export_round_trip_verifies_on_its_own(db: storage.Database, tmp_p
     assert seqs == list(range(1, 13))
 
 
+@pytest.mark.parametrize("fmt", ["csv", "xlsx", "jsonl"])
+async def test_text_that_looks_like_markup_survives(db: storage.Database, tmp_path: Path, fmt: str) -> None:
+    tricky = [
+        "<r><t>不是富文本</t></r>",  # xlsxwriter would write this shape raw
+        " _x0041_ 字面转义 \r\n",  # a literal escape, a carriage return, edge spaces
+        "&amp; <b>\x01\x1f\ufffe",
+    ]
+    for i, value in enumerate(tricky):
+        await storage.record_incident(
+            sessionmaker=db.sessionmaker, incident=new_incident(i + 1, text=value, sender_name=value)
+        )
+    out = tmp_path / f"tricky.{fmt}"
+    await storage.export_records(db.engine, path=out, fmt=fmt)
+    rows = list(storage.read_export(out))
+    assert [r["text"] for r in rows] == tricky and [r["sender_name"] for r in rows] == tricky
+    assert storage.verify_export(out).ok
+    if fmt == "xlsx":
+        sheet = openpyxl.load_workbook(out).active
+        assert sheet.cell(2, FIELD_NAMES.index("text") + 1).value == tricky[0]
+
+
 async def test_csv_has_bom_and_xlsx_opens_in_openpyxl(db: storage.Database, tmp_path: Path) -> None:
     await _fill(db)
     csv_path, xlsx_path = tmp_path / "e.csv", tmp_path / "e.xlsx"
