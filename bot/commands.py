@@ -335,15 +335,16 @@ async def cmd_language(r: Request) -> None:
 
 
 async def cmd_reportchat(r: Request) -> None:
-    """No argument: this chat receives its own reports. CHAT_ID: that chat's reports come here (the caller
+    """No argument: explains how to choose a receiving chat (never the moderated group). CHAT_ID: that chat's reports come here (the caller
     must be its admin too; in private, here is the admin's private chat). `off`: back to private."""
     if len(r.args) > 1:
         raise UsageError("reportchat")
     if not r.args:
         if r.chat.type == Chat.PRIVATE:
             raise UsageError("reportchat in private needs CHAT_ID")
-        await r.change_settings(report_chat_id=r.chat_id)
-        await r.reply(r.text("admin.done.reportchat_self"))
+        # Report files carry the offending texts and senders' ids: they never go into the moderated
+        # group itself. Point the admin at a separate receiving chat instead.
+        await r.reply(r.text("admin.done.reportchat_self", chat=r.chat_id))
         return
     if r.args[0].lower() == "off":
         if r.chat.type == Chat.PRIVATE:

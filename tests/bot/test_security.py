@@ -222,11 +222,6 @@ async def test_export_and_submit_never_send_a_document_into_a_group(env: BotEnv)
     assert env.errors == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/reportchat without an argument makes the moderated group its own report chat; /submit then "
-    "posts the report file (message texts, sender ids) into that group. Design question for bot/commands.py.",
-)
 async def test_submit_never_posts_the_report_file_into_the_moderated_group(env: BotEnv) -> None:
     await env.send(SPAM, sender=SPAMMER)
     await env.send("/reportchat", sender=ADMIN)  # in the group itself
