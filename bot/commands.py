@@ -335,7 +335,8 @@ async def cmd_language(r: Request) -> None:
 
 
 async def cmd_reportchat(r: Request) -> None:
-    """No argument: explains how to choose a receiving chat (never the moderated group). CHAT_ID: that chat's reports come here (the caller
+    """No argument: explains how to choose a receiving chat (never the moderated group).
+    CHAT_ID: that chat's reports come here (the caller
     must be its admin too; in private, here is the admin's private chat). `off`: back to private."""
     if len(r.args) > 1:
         raise UsageError("reportchat")

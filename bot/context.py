@@ -42,7 +42,6 @@ class Services:
     # Prometheus collectors and the /metrics and /healthz server (bot/metrics.py).
     metrics: Metrics | None = None
 
-
     def spool_depth(self) -> int:
         """Evidence entries waiting in the spool for the database (a metrics gauge reads this)."""
         return self.evidence.depth()

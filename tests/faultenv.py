@@ -109,7 +109,8 @@ async def incident_actions(engine: Any) -> dict[int, list[tuple[str, dict[str, A
         events = (
             await conn.execute(
                 text(
-                    "select incident_id, value, detail from incident_events where kind = 'action' order by seq"
+                    "select incident_id, value, detail from incident_events"
+                    " where kind = 'action' order by seq"
                 )
             )
         ).all()

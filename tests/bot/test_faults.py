@@ -3,6 +3,7 @@ away and comes back. (Crashes: test_crash.py; bad updates: test_bad_updates.py.)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -199,10 +200,8 @@ class Cluster:
         self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop")
 
     def remove(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
             self._run("pg_ctl", "-D", str(self.dir / "data"), "-m", "immediate", "stop")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
