@@ -137,6 +137,14 @@ class SqliteWriter:
             self.executor.submit(shut).result(timeout=30)
         self.executor.shutdown(wait=True)
 
+    def abandon(self) -> None:
+        """Garbage-collection clean-up of an engine that was never closed: stop the thread, never block.
+
+        A finalizer can run inside another executor's `submit`, which holds concurrent.futures' global
+        shutdown lock; submitting from here would deadlock, so the connection is left to its own finalizer.
+        """
+        self.executor.shutdown(wait=False)
+
 
 _writers: weakref.WeakKeyDictionary[Any, SqliteWriter] = weakref.WeakKeyDictionary()
 
@@ -150,7 +158,7 @@ def sqlite_writer(engine: AsyncEngine) -> SqliteWriter | None:
             return None
         writer = SqliteWriter(database, engine.dialect)
         _writers[engine.sync_engine] = writer
-        weakref.finalize(engine.sync_engine, writer.close)
+        weakref.finalize(engine.sync_engine, writer.abandon)
     return writer
 
 
