@@ -184,7 +184,7 @@ async def play(workdir: Path, *, echo: Any = click.echo) -> DemoReport:
         counts[status] = counts.get(status, 0) + 1
     echo("")
     echo("summary: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
-    echo(f"incident log: {export_path} ({exported.incidents} incidents, {exported.rows} chain records)")
+    echo(f"incident log: {export_path} ({exported.incidents} incidents, {exported.records} chain records)")
     echo(f"hash chain in the database: {'verified' if chain.ok else 'BROKEN: ' + '; '.join(chain.problems)}")
     export_state = "verified" if file_check.ok else "BROKEN: " + "; ".join(file_check.problems)
     echo(f"hash chain in the export:   {export_state}")
