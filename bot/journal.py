@@ -121,12 +121,11 @@ class UpdateJournal:
                 self._conn = None
 
 
-class JournalingRequest(BaseRequest):
-    """Wraps the getUpdates `BaseRequest`: journals each fetched batch before PTB gets it."""
+class DelegatingRequest(BaseRequest):
+    """A `BaseRequest` that hands every call to `inner`; subclasses override `do_request` to step in."""
 
-    def __init__(self, inner: BaseRequest, journal: UpdateJournal) -> None:
+    def __init__(self, inner: BaseRequest) -> None:
         self.inner = inner
-        self.journal = journal
 
     @property
     def read_timeout(self) -> float | None:
@@ -148,7 +147,35 @@ class JournalingRequest(BaseRequest):
         connect_timeout: Any = BaseRequest.DEFAULT_NONE,
         pool_timeout: Any = BaseRequest.DEFAULT_NONE,
     ) -> tuple[int, bytes]:
-        code, body = await self.inner.do_request(
+        return await self.inner.do_request(
+            url,
+            method,
+            request_data,
+            read_timeout=read_timeout,
+            write_timeout=write_timeout,
+            connect_timeout=connect_timeout,
+            pool_timeout=pool_timeout,
+        )
+
+
+class JournalingRequest(DelegatingRequest):
+    """Wraps the getUpdates `BaseRequest`: journals each fetched batch before PTB gets it."""
+
+    def __init__(self, inner: BaseRequest, journal: UpdateJournal) -> None:
+        super().__init__(inner)
+        self.journal = journal
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: Any = BaseRequest.DEFAULT_NONE,
+        write_timeout: Any = BaseRequest.DEFAULT_NONE,
+        connect_timeout: Any = BaseRequest.DEFAULT_NONE,
+        pool_timeout: Any = BaseRequest.DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        code, body = await super().do_request(
             url,
             method,
             request_data,

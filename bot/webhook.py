@@ -26,6 +26,8 @@ from telegram import Update
 from telegram.ext import Updater
 from telegram.request import BaseRequest, RequestData
 
+from bot.journal import DelegatingRequest
+
 if TYPE_CHECKING:
     from bot.context import QinglangApp
 
@@ -132,22 +134,9 @@ class DurableUpdateQueue(asyncio.Queue):  # type: ignore[type-arg]
             self._flushing = False
 
 
-class SkipSetWebhookRequest(BaseRequest):
+class SkipSetWebhookRequest(DelegatingRequest):
     """Wraps the bot's `BaseRequest`; answers setWebhook locally (success) so this worker never
     re-registers the URL: only one process behind the proxy should call setWebhook."""
-
-    def __init__(self, inner: BaseRequest) -> None:
-        self.inner = inner
-
-    @property
-    def read_timeout(self) -> float | None:
-        return self.inner.read_timeout
-
-    async def initialize(self) -> None:
-        await self.inner.initialize()
-
-    async def shutdown(self) -> None:
-        await self.inner.shutdown()
 
     async def do_request(
         self,
@@ -162,7 +151,7 @@ class SkipSetWebhookRequest(BaseRequest):
         if url.endswith("/setWebhook"):
             log.info("setWebhook skipped (--no-set-webhook): another process registers the URL")
             return 200, json.dumps({"ok": True, "result": True}).encode()
-        return await self.inner.do_request(
+        return await super().do_request(
             url,
             method,
             request_data,
