@@ -121,6 +121,7 @@ class GeneratorConfig:
     evasion_share: float = 0.35  # share of category lines with evasion transforms
     ok_evasion_share: float = 0.12  # benign lines get the neutral transforms too
     decoration_share: float = 0.15  # emoji/bracket decorations on any templated line
+    frame_share: float = 0.2  # colloquial particles and question frames on any templated line
     max_background_chars: int = 160
 
     def to_dict(self) -> dict:
@@ -320,6 +321,20 @@ def _decorate(text: str, slots: dict[str, tuple[str, ...]], rng: random.Random) 
     return text
 
 
+def _frame(text: str, slots: dict[str, tuple[str, ...]], rng: random.Random) -> str:
+    """Wrap `text` in chat particles ("有没有…", "…吗", "哈哈…"): every label gets them alike, so
+    function words carry register, not label (otherwise terse ads all look like "not chat")."""
+    pre, post = slots.get("frame_pre"), slots.get("frame_post")
+    if not pre or not post:
+        return text
+    r = rng.random()
+    if r < 0.4:
+        return rng.choice(pre) + text
+    if r < 0.8:
+        return text.rstrip("。.!！") + rng.choice(post)
+    return rng.choice(pre) + text.rstrip("。.!！") + rng.choice(post)
+
+
 # --- background text --------------------------------------------------------------------------
 
 
@@ -380,6 +395,8 @@ def _generate_label(
         text = fill(rng.choice(tpl.lines), slots, rng)
         if rng.random() < cfg.decoration_share:
             text = _decorate(text, slots, rng)
+        if rng.random() < cfg.frame_share:
+            text = _frame(text, slots, rng)
         applied = ""
         if rng.random() < share:
             chosen = rng.sample(names, 1 if rng.random() < 0.7 else 2)

@@ -6,7 +6,8 @@ Steps, in order (tables in classifier/data/normalize.toml):
     per character and cached. t2s is applied one character at a time: the length is kept by
     construction and the result cannot depend on neighbours (at the price of phrase-level
     conversions such as 乾隆, which become 干隆).
- 2. separator runs between two Han characters removed ("冰 . 毒" -> "冰毒"); other whitespace
+ 2. chat-app emoticon codes pasted as text ("/玫瑰", "[em]e400105[/em]", "[捂脸]") -> a space;
+    separator runs between two Han characters removed ("冰 . 毒" -> "冰毒"); other whitespace
     runs -> one space.
  3. runs of >= 5 number-like characters with Chinese digits -> ASCII digits.
  4. contact cues -> canonical tokens (微信, qq, 电报); ordinary-word cues only in context.
@@ -222,6 +223,13 @@ class Normalizer:
 
         self._strip_re = re.compile(r"^ +| +$")
 
+        names = sorted(
+            (self.normalize_chars(n) for n in tables.get("chat_faces", {}).get("names", ()) if len(n) >= 2),
+            key=lambda n: (-len(n), n),
+        )
+        alts = "|".join(map(re.escape, names)) or "(?!)"
+        self._face_re = re.compile(rf"\[em\]e\d{{1,8}}\[/em\]|(?<![a-z0-9./:_\-])/(?:{alts})|\[(?:{alts})\]")
+
         pin = tables["pinyin"]
         self._pinyin_re: re.Pattern[str] | None = None
         self._pinyin_map: dict[str, str] = {}
@@ -235,8 +243,11 @@ class Normalizer:
 
     def _steps(self) -> tuple[list[Step], list[Step]]:
         """(steps that only tidy, steps that make new Han/ASCII tokens and so may need a rerun)."""
-        tidy: list[Step] = [(self._collapse_re, self._collapse_one), (self._num_re, self._num_one)]
-        make: list[Step] = [(self._cue_re, self._cue_one)]
+        # Faces go before separators are collapsed ("进/爱心耽" would become "进爱心耽"); and again
+        # as a make step, because collapsing can join a new face ("/玫[em]e1[/em]瑰" -> "/玫瑰").
+        face: Step = (self._face_re, _space)
+        tidy: list[Step] = [face, (self._collapse_re, self._collapse_one), (self._num_re, self._num_one)]
+        make: list[Step] = [face, (self._cue_re, self._cue_one)]
         if self._pinyin_re is not None:
             make.append((self._pinyin_re, self._pinyin_one))
         return tidy, make
@@ -330,6 +341,10 @@ class Normalizer:
 
     # --- public ------------------------------------------------------------------------------
 
+    def normalize_chars(self, text: str) -> str:
+        """Step 1 alone (per character), for putting table entries in the form steps 2-5 see."""
+        return text.translate(self._cmap)
+
     def normalize_text(self, text: str) -> str:
         """The normalized text alone (same as `normalize(text).text`, without the offset map)."""
         if not isinstance(text, str):
@@ -387,6 +402,10 @@ class Normalizer:
 
 def _drop(m: re.Match[str]) -> str:
     return ""
+
+
+def _space(m: re.Match[str]) -> str:
+    return " "
 
 
 def _sub_tracked(

@@ -51,6 +51,15 @@ CASES = [
     ("六合彩三肖稳中，跟我下注，进群飞机 @lhc_king", "flag:gambling", "lottery tips + group"),
     ("新开棋牌平台，返水1.5%，日提百万秒到账", "flag:gambling", "card platform rebate promo"),
     ("粽合苔上线，首存送彩金，刘氺一倍即可提", "flag:gambling", "homophones for 综合台 / 流水"),
+    # --- chat-register offers without contact details (round 4 shapes) ---
+    ("出穿了三天的黑丝，原味的，可以指定款式", "flag:obscene", "used clothing sold as fetish items"),
+    ("寻主，本人m，22岁，杭州，可以线下", "flag:obscene", "master/slave recruiting"),
+    ("小黄片一部两块，十部打包十五", "flag:obscene", "per-clip price offer"),
+    ("居家富叶，手机操作，日洁两三百", "flag:fraud", "side-job pitch spelled with homophones"),
+    ("帮忙接验证码，一个给30，当天结", "flag:fraud", "paid phone chore (SIM and code farming)"),
+    ("炸金花开房了，一块一分，微信上下分", "flag:gambling", "card table with money stakes"),
+    ("新网址 bet88点cc，注册就送38", "flag:gambling", "domain spelled with 点 to dodge link filters"),
+    ("兼/玫瑰职刷/玫瑰单，日结三百，加V了解", "flag:fraud", "evasion: QQ face codes between characters"),
     # --- hard negatives: the topic, not a solicitation ---
     ("警方破获贩毒案，缴获冰毒5公斤", "pass", "news about a drug bust"),
     ("反诈提醒：刷单就是诈骗，凡是要先垫付的都是骗子", "pass", "anti-fraud warning"),
@@ -67,6 +76,10 @@ CASES = [
     ("出一台二手iPhone 13，九成新，价格私聊", "pass", "legit second-hand sale with a contact cue"),
     ("公司招前端实习生，简历发我邮箱，有兴趣私聊", "pass", "legit job post"),
     ("终于考研上岸了，请大家喝奶茶", "pass", "homograph: 上岸 passing an exam"),
+    ("年夜饭后一家人斗地主，输了的洗碗", "pass", "card game played for fun"),
+    ("狗狗见到主人回家，尾巴摇个不停", "pass", "homograph: 主人 of a pet"),
+    ("买了几双棉袜，穿着挺舒服的", "pass", "clothing talk"),
+    ("上班之余想搞个副业，大家有什么建议吗", "pass", "side job asked about, not offered"),
     ("你好", "pass", "greeting"),
     ("哈哈哈哈哈", "pass", "short reply"),
 ]
