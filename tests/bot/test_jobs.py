@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-from admin_harness import (  # noqa: F401  (env_fixture provides the `env` fixture)
+from botenv import (
     GROUP,
     OWNER,
     REPORT_CHAT,
     SPAMMER,
     BotEnv,
-    env_fixture,
+    chat_of,
 )
 from sqlalchemy import update
 
@@ -32,33 +32,33 @@ async def test_daily_digest_sends_counts_and_the_days_batch(env: BotEnv) -> None
     await env.send("/reportchat -1001234567890", sender=OWNER, chat_id=REPORT_CHAT)
     await env.send(SPAM, sender=SPAMMER)
     await env.send(SPAM2, sender=SPAMMER)
-    env.api.clear()
+    env.emu.clear_calls()
 
     result = await jobs.job_daily_digest(env.context())
 
-    (doc,) = env.api.of("sendDocument")
-    assert doc.chat_id == REPORT_CHAT
+    (doc,) = env.calls("sendDocument")
+    assert chat_of(doc) == REPORT_CHAT
     assert result.batches[GROUP] is not None and result.delivered[GROUP]
-    digest = env.api.texts_to(REPORT_CHAT)[-1]
+    digest = env.texts_to(REPORT_CHAT)[-1]
     assert "清朗日报" in digest and "涉毒：1（已删除 1）" in digest and "赌博：1" in digest
     assert f"#{result.batches[GROUP]}：2 条" in digest
     async with env.services.db.sessionmaker() as session:
         rows = await storage.list_incidents(session=session, chat_id=GROUP)
     assert {r.report_status for r in rows} == {"reported"}
 
-    env.api.clear()
+    env.emu.clear_calls()
     again = await jobs.job_daily_digest(env.context())  # nothing new queued: counts, no file
     assert again.batches[GROUP] is None
-    assert not env.api.of("sendDocument")
-    assert "今日没有新的待报告记录" in env.api.texts_to(REPORT_CHAT)[-1]
+    assert not env.calls("sendDocument")
+    assert "今日没有新的待报告记录" in env.texts_to(REPORT_CHAT)[-1]
     assert env.errors == []
 
 
 async def test_digest_skips_chats_without_a_report_chat(env: BotEnv) -> None:
     await env.send(SPAM, sender=SPAMMER)
-    env.api.clear()
+    env.emu.clear_calls()
     result = await jobs.job_daily_digest(env.context())
-    assert result.batches == {} and not env.api.calls
+    assert result.batches == {} and not env.emu.calls()
 
 
 async def test_retention_purge_removes_expired_incidents(env: BotEnv) -> None:
@@ -82,9 +82,9 @@ async def test_retention_purge_removes_expired_incidents(env: BotEnv) -> None:
 
 async def test_admin_refresh_fetches_expired_lists_only(env: BotEnv) -> None:
     await env.send("/status", sender=OWNER)  # the chat is known and its admins cached
-    env.api.clear()
+    env.emu.clear_calls()
     assert await jobs.job_refresh_admins(env.context()) == 1
-    assert not env.api.of("getChatAdministrators")  # still fresh
+    assert not env.calls("getChatAdministrators")  # still fresh
     env.services.admins.invalidate()
     await jobs.job_refresh_admins(env.context())
-    assert [c.chat_id for c in env.api.of("getChatAdministrators")] == [GROUP]
+    assert [chat_of(c) for c in env.calls("getChatAdministrators")] == [GROUP]
