@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -252,6 +256,34 @@ async def test_export_goes_to_the_private_chat_only(env: BotEnv) -> None:
     assert [chat_of(c) for c in env.calls("sendDocument")] == [OWNER]  # tried privately, refused
     assert "/start" in last_text(env)
     assert all(chat_of(c) != GROUP for c in env.calls("sendDocument"))
+    assert env.errors == []
+
+
+async def test_export_and_batch_files_are_owner_only_when_sent(
+    env: BotEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bot writes /export and /submit files into a temporary folder: watch that folder, with the
+    # most permissive umask, at the moment each file is handed to Telegram.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    modes: dict[str, int] = {}
+
+    def look(params: dict[str, Any]) -> None:
+        modes.update({p.name: stat.S_IMODE(p.stat().st_mode) for p in scratch.glob("*/*")})
+
+    env.emu.before("sendDocument", look)
+    old_umask = os.umask(0)
+    try:
+        await env.send(SPAM, sender=SPAMMER)
+        await env.send("/export xlsx", sender=ADMIN)
+        await env.send("/submit", sender=ADMIN)
+    finally:
+        os.umask(old_umask)
+    assert len(env.calls("sendDocument")) == 2
+    assert sorted(name.split("-")[1] for name in modes) == ["export", "report"], modes
+    assert set(modes.values()) == {0o600}, modes
+    assert list(scratch.iterdir()) == []  # both files are gone once sent
     assert env.errors == []
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +122,26 @@ def test_scan_records_history_once_and_exports(tmp_path: Path) -> None:
         assert incident.action_taken == "none" and incident.report_status is None
         assert [(e.kind, e.value, e.actor) for e in events] == [("action", "none", "scan")]
         assert "result.json" in (events[0].detail or "")
+
+
+def test_cli_exports_are_owner_only(tmp_path: Path) -> None:
+    """`qinglang scan --export` and `qinglang export -o` write 0600 files, even with a umask of 0."""
+    export = tmp_path / "result.json"
+    export.write_text(json.dumps(EXPORT, ensure_ascii=False), encoding="utf-8")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'scan.db'}"
+    scanned, exported = tmp_path / "scanned.jsonl", tmp_path / "exported.xlsx"
+    runner = CliRunner()
+    old_umask = os.umask(0)
+    try:
+        first = runner.invoke(main, ["scan", str(export), "--database-url", url, "--export", str(scanned)])
+        second = runner.invoke(main, ["export", "--url", url, "--format", "xlsx", "-o", str(exported)])
+    finally:
+        os.umask(old_umask)
+    assert first.exit_code == 0, first.output
+    assert second.exit_code == 0, second.output
+    assert stat.S_IMODE(scanned.stat().st_mode) == 0o600
+    assert stat.S_IMODE(exported.stat().st_mode) == 0o600
+    assert storage.verify_export(exported).ok
 
 
 def test_scan_rejects_what_is_not_an_export(tmp_path: Path) -> None:
