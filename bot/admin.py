@@ -27,6 +27,7 @@ from telegram import Message, Update
 import storage
 from bot.caches import ChatPolicy
 from bot.i18n import category_name, t
+from bot.incidents import new_incident
 
 # The moderation core's own delete -> strike -> escalate step, reused so /spam behaves exactly like a
 # model deletion (notice, strike, mute or ban). Private there; see the report of the admin-commands work.
@@ -35,7 +36,6 @@ from bot.moderation import (
     Outcome,
     _delete_and_strike,
     message_record,
-    new_incident,
     review_keyboard,
     review_text,
 )
