@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from telegram import Message, Update
+from telegram.ext import JobQueue
 
 import storage
 from bot.caches import ChatPolicy
 from bot.i18n import category_name, t
-from bot.incidents import new_incident
+from bot.incidents import new_incident, record_from_incident
 
 # The moderation core's own delete -> strike -> escalate step, reused so /spam behaves exactly like a
 # model deletion (notice, strike, mute or ban). Private there; see the report of the admin-commands work.
@@ -39,6 +40,7 @@ from bot.moderation import (
     review_keyboard,
     review_text,
 )
+from bot.notices import remove_notice_later
 from bot.telegram_io import ApiResult
 
 if TYPE_CHECKING:
@@ -470,6 +472,36 @@ async def flag_spam(
         )
     out = Outcome("ok", category=label, score=float(incident.score), incident_id=incident.id)
     return await _delete_and_strike(record, policy, services, incident.id, out, actor=actor)
+
+
+async def after_admin_delete(
+    services: Services,
+    job_queue: JobQueue[Any] | None,
+    outcome: Outcome,
+    *,
+    actor: str,
+    record: MessageRecord | None = None,
+) -> None:
+    """A delete an admin decided (a review button, /spam), once carried out: its notice removes itself
+    like any other, and the observers (metrics) count it as they count the model's deletes.
+
+    `record`: the message, when the caller has it; otherwise it is rebuilt from the stored incident."""
+    if outcome.status not in ("deleted", "delete_failed"):
+        return
+    if record is None:
+        if outcome.incident_id is None:
+            return
+        async with services.db.sessionmaker() as session:
+            incident = await storage.get_incident(session=session, incident_id=outcome.incident_id)
+        if incident is None:
+            return
+        record = record_from_incident(incident)
+    if outcome.notice_message_id is not None:
+        await remove_notice_later(services, job_queue, record.chat_id, outcome.notice_message_id)
+    # Marked as an admin's decision: the observers count a delete, not a message seen again.
+    outcome.extra["decided_by"] = actor
+    for observe in services.observers:
+        observe(record, outcome)
 
 
 async def mark_not_spam(

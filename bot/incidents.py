@@ -1,6 +1,7 @@
 """The evidence record of a flagged message, built one way for every source: a live message or edit
 (bot/moderation.py), an admin's /spam and members' /report (bot/admin.py), and a message of a
-Telegram Desktop export (`qinglang scan`, bot/scan.py).
+Telegram Desktop export (`qinglang scan`, bot/scan.py); and the way back, a stored incident as the
+record moderation acts on.
 
 Pure: plain facts in, a `storage.NewIncident` out. No Telegram types, so each source only has to
 present its facts under these names (the Protocols below).
@@ -10,9 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import storage
+
+if TYPE_CHECKING:
+    from bot.moderation import MessageRecord
 
 
 class MessageFacts(Protocol):
@@ -97,4 +101,31 @@ def new_incident(
         reasons=reasons,
         contacts=list(reasons.get("contacts", ())),
         decided_by=decided_by,
+    )
+
+
+def record_from_incident(incident: Any) -> MessageRecord:
+    """The moderation record of a stored incident's message (to act on it again: a review's delete)."""
+    # Imported here: bot/moderation.py may import this module for new_incident.
+    from bot.moderation import MessageRecord
+
+    return MessageRecord(
+        chat_id=incident.chat_id,
+        chat_title=incident.chat_title,
+        message_id=incident.message_id,
+        thread_id=incident.thread_id,
+        sender_id=incident.sender_id,
+        sender_username=incident.sender_username,
+        sender_name=incident.sender_name,
+        sender_chat_id=incident.sender_chat_id,
+        is_automatic_forward=False,
+        message_date=incident.message_date,
+        is_edit=incident.is_edit,
+        edit_date=incident.edit_date,
+        text=incident.text or "",
+        hidden_links=tuple(incident.hidden_links or ()),
+        media_kind=incident.media_kind,
+        media_file_unique_id=incident.media_file_unique_id,
+        forward_origin=incident.forward_origin,
+        is_service=False,
     )

@@ -9,6 +9,7 @@ read from the emulator's own call log (`env.emu.calls(...)`, `env.texts_to(...)`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from collections.abc import AsyncIterator
@@ -113,12 +114,16 @@ class BotEnv:
         return self.app.context_types.context(self.app)
 
 
-async def running_env(tmp_path: Path, **settings: Any) -> AsyncIterator[BotEnv]:
-    """The application with services up (the body of the `env` fixture); `settings` override."""
+@contextlib.asynccontextmanager
+async def running_env(
+    tmp_path: Path, *, emu: Emulator | None = None, **settings: Any
+) -> AsyncIterator[BotEnv]:
+    """The application with services up, its database in tmp_path (the `env` fixture). Entered again
+    with the same tmp_path and emulator, it is the same bot restarted. `settings` override."""
     from bot.app import build_application
     from bot.config import Settings
 
-    emu = make_emulator()
+    emu = emu or make_emulator()
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'qinglang.db'}"
     config = Settings(
         telegram_token=TOKEN,  # type: ignore[arg-type]

@@ -12,5 +12,5 @@ from botenv import BotEnv, running_env
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[BotEnv]:
-    async for running in running_env(tmp_path):
+    async with running_env(tmp_path) as running:
         yield running

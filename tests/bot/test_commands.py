@@ -27,6 +27,7 @@ from sqlalchemy import select
 import storage
 from bot import commands
 from storage.models import Strike
+from storage.notices import list_pending_deletions
 
 SPAM = "出冰，货真价实，量大从优，需要的加V：bing8888"
 SPAM2 = "澳门首家线上赌场，百家乐真人荷官，注册即送88元彩金，日赢万元"
@@ -382,6 +383,44 @@ async def test_member_reports_go_to_admins_and_several_make_a_review(env: BotEnv
     await env.press(data, sender=ADMIN, chat_id=ADMIN)  # the core's review button: delete
     assert target["message_id"] in [c.params["message_id"] for c in env.calls("deleteMessage")]
     assert (await incident(env, inc.id)).review_result == "confirmed"
+    assert env.errors == []
+
+
+def counted(env: BotEnv, name: str, **labels: str) -> float:
+    """A sample of the bot's own Prometheus registry (0 when never counted)."""
+    value = env.services.metrics.registry.get_sample_value(f"qinglang_{name}_total", labels)
+    return value or 0.0
+
+
+async def test_admin_deletes_are_counted_like_the_models_and_their_notices_removed(env: BotEnv) -> None:
+    # /spam on a message the model let through
+    target = await env.send(BENIGN, sender=SPAMMER)
+    seen = counted(env, "messages_seen", status="ok")
+    await env.send("/spam fraud", sender=ADMIN, reply_to=target)
+    assert counted(env, "incidents", category="fraud", action="deleted") == 1
+    assert counted(env, "messages_seen", status="ok") == seen  # the message was counted when seen
+    assert counted(env, "messages_seen", status="deleted") == 0
+
+    # a review item (three members reported it), deleted with the admin's button
+    target = await env.send("这家店的东西还不错，价格美丽", sender=MEMBERS[3])
+    for member in MEMBERS[:3]:
+        await env.send("/report", sender=member, reply_to=target)
+    (inc,) = [i for i in await incidents(env) if i.action_taken == "kept_for_review"]
+    review = [c for c in env.calls("sendMessage") if chat_of(c) == ADMIN][-1]
+    data = review.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    await env.press(data, sender=ADMIN, chat_id=ADMIN)
+    assert env.emu.is_deleted(GROUP, target["message_id"])
+    assert counted(env, "incidents", category=inc.category, action="deleted") == 1 + (inc.category == "fraud")
+    assert counted(env, "messages_seen", status="deleted") == 0
+
+    # both deletes posted a notice; each removes itself like the model's
+    async with env.services.db.sessionmaker() as session:
+        pending = await list_pending_deletions(session=session)
+    notices = [m["message_id"] for m in env.emu.sent(GROUP) if m.get("text", "").startswith("已删除 ")]
+    assert len(notices) == 2, env.texts_to(GROUP)
+    assert sorted(p.message_id for p in pending) == sorted(notices)
+    for notice in notices:
+        assert env.app.job_queue.get_jobs_by_name(f"notice:{GROUP}:{notice}")
     assert env.errors == []
 
 
