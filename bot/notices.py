@@ -27,16 +27,19 @@ async def remove_notice_later(
     """Delete the notice (chat_id, message_id) after notice_ttl_seconds: stored first, so a restart
     in between still removes it, then scheduled in this process."""
     ttl = services.settings.notice_ttl_seconds
-    try:
-        async with services.db.sessionmaker.begin() as session:
-            await add_pending_deletion(
-                session=session,
-                chat_id=chat_id,
-                message_id=message_id,
-                delete_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl),
-            )
-    except Exception:  # the database is down (evidence goes to the spool): still remove it in this run
-        log.warning("chat %s: notice %s not stored for removal after a restart", chat_id, message_id)
+    # While evidence is spooled the database is down: do not make the handler wait on it again. The
+    # notice is then removed by this run only.
+    if not services.spool_depth():
+        try:
+            async with services.db.sessionmaker.begin() as session:
+                await add_pending_deletion(
+                    session=session,
+                    chat_id=chat_id,
+                    message_id=message_id,
+                    delete_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ttl),
+                )
+        except Exception:  # fail safe: a notice that stays after a restart is no reason to stop
+            log.warning("chat %s: notice %s not stored for removal after a restart", chat_id, message_id)
     if job_queue is not None:
         job_queue.run_once(
             job_remove_notice,
@@ -55,8 +58,11 @@ async def job_remove_notice(context: Context) -> None:
     chat_id, message_id = cast(tuple[int, int], job.data)
     services = context.services
     await services.tg.delete_message(chat_id, message_id)
-    async with services.db.sessionmaker.begin() as session:
-        await remove_pending_deletion(session=session, chat_id=chat_id, message_id=message_id)
+    try:
+        async with services.db.sessionmaker.begin() as session:
+            await remove_pending_deletion(session=session, chat_id=chat_id, message_id=message_id)
+    except Exception:  # still stored: the next start tries again, and Telegram says it is gone
+        log.warning("chat %s: removed notice %s stays stored (database unavailable)", chat_id, message_id)
 
 
 async def job_resume_notice_removals(context: Context) -> int:
