@@ -20,6 +20,8 @@ from botenv import (
     SPAMMER,
     BotEnv,
     chat_of,
+    make_emulator,
+    running_env,
     uploaded,
 )
 from sqlalchemy import select
@@ -437,6 +439,32 @@ async def test_member_reports_are_rate_limited(env: BotEnv) -> None:
     await env.send("/report", sender=MEMBERS[0], reply_to=bot_msg)
     assert last_text(env) == "这条消息不能举报。"
     assert env.errors == []
+
+
+async def test_a_restarted_bot_recalls_member_reports(tmp_path: Path) -> None:
+    emu = make_emulator()
+    async with running_env(tmp_path, emu=emu) as before:
+        target = await before.send("这家店的东西还不错，价格美丽", sender=SPAMMER)
+        others = [await before.send(f"消息{i}", sender=SPAMMER) for i in range(2)]
+        for member in MEMBERS[:2]:
+            await before.send("/report", sender=member, reply_to=target)
+        for other in others:  # MEMBERS[0] has now used the three reports of the window
+            await before.send("/report", sender=MEMBERS[0], reply_to=other)
+        assert not await incidents(before)
+    async with running_env(tmp_path, emu=emu) as after:
+        await after.send("/report", sender=MEMBERS[1], reply_to=target)
+        assert last_text(after) == "你已经举报过这条消息了。"
+        fourth = await after.send("消息3", sender=SPAMMER)
+        answers = len(after.texts_to(GROUP))
+        await after.send("/report", sender=MEMBERS[0], reply_to=fourth)
+        assert len(after.texts_to(GROUP)) == answers  # over the limit: ignored, as before the restart
+        await after.send("/report", sender=MEMBERS[2], reply_to=target)  # the third distinct member
+        assert last_text(after) == "多人举报了这条消息，已提交管理员审核。"
+        (inc,) = await incidents(after)
+        assert inc.action_taken == "kept_for_review"
+        review = [c for c in after.calls("sendMessage") if chat_of(c) == ADMIN][-1]
+        assert "成员1、成员2、成员3" in review.params["text"]  # names kept in the audit log
+        assert after.errors == []
 
 
 async def test_reload_swaps_the_model(env: BotEnv) -> None:
