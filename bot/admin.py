@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from telegram import Message, Update
+from telegram.ext import JobQueue
 
 import storage
 from bot.caches import ChatPolicy
 from bot.i18n import category_name, t
+from bot.incidents import new_incident, record_from_incident
 
 # The moderation core's own delete -> strike -> escalate step, reused so /spam behaves exactly like a
 # model deletion (notice, strike, mute or ban). Private there; see the report of the admin-commands work.
@@ -35,11 +37,12 @@ from bot.moderation import (
     Outcome,
     _delete_and_strike,
     message_record,
-    new_incident,
     review_keyboard,
     review_text,
 )
+from bot.notices import remove_notice_later
 from bot.telegram_io import ApiResult
+from storage.report_audit import list_member_reports
 
 if TYPE_CHECKING:
     from bot.context import QinglangApp, Services
@@ -272,9 +275,15 @@ def verdict_of(incident: Any) -> Any:
 # --- member reports ---------------------------------------------------------------------------
 
 
+# How far back a restarted bot recalls member reports (from the audit log): bots cannot delete messages
+# older than 48 hours anyway.
+REPORT_MEMORY = dt.timedelta(days=2)
+
+
 @dataclass
 class ReportTracker:
-    """Per chat: who reported which message, and each member's recent reports (for the rate limit)."""
+    """Per chat: who reported which message, and each member's recent reports (for the rate limit).
+    Kept in memory; a restarted bot replays the audit log's reports into it (`restore_reports`)."""
 
     per_member: int = 3  # reports a member may make within `window` seconds
     window: float = 600.0
@@ -283,10 +292,14 @@ class ReportTracker:
     reporters: dict[int, dict[int, str]] = field(default_factory=dict)  # message_id -> {reporter: name}
     recent: dict[int, list[float]] = field(default_factory=dict)  # reporter -> report times
     escalated: set[int] = field(default_factory=set)  # message ids already sent as review items
+    restored: bool = False  # the reports made before this process have been replayed
 
-    def add(self, *, message_id: int, reporter_id: int, reporter_name: str = "") -> str:
-        """ "limited", "duplicate", "noted" (below the review mark) or "review" (the mark is reached)."""
-        now = self.clock()
+    def add(
+        self, *, message_id: int, reporter_id: int, reporter_name: str = "", at: float | None = None
+    ) -> str:
+        """ "limited", "duplicate", "noted" (below the review mark) or "review" (the mark is reached).
+        `at`: when it was made, on `clock` (a replayed report); now if None."""
+        now = self.clock() if at is None else at
         seen = self.reporters.setdefault(message_id, {})
         if reporter_id in seen:
             return "duplicate"
@@ -308,6 +321,30 @@ class ReportTracker:
             return "review"
         return "noted"
 
+    def replay(self, reports: Sequence[tuple[int, int, str, float]]) -> None:
+        """Reports made before this process, oldest first: (message, reporter, name, seconds ago)."""
+        now = self.clock()
+        for message_id, reporter_id, name, age in reports:
+            self.add(message_id=message_id, reporter_id=reporter_id, reporter_name=name, at=now - age)
+        self.restored = True
+
+
+async def restore_reports(tracker: ReportTracker, *, chat_id: int, services: Services) -> None:
+    """Replay the chat's audited member reports of the last REPORT_MEMORY into a fresh tracker, so a
+    restart neither resets the rate limit nor the count of distinct reporters of a message."""
+    now = dt.datetime.now(dt.UTC)
+    async with services.db.sessionmaker() as session:
+        rows = await list_member_reports(session=session, chat_id=chat_id, since=now - REPORT_MEMORY)
+    reports = []
+    for row in rows:
+        args = row.args if isinstance(row.args, dict) else {}
+        message_id = args.get("message_id")
+        if row.actor_id is None or not isinstance(message_id, int):
+            continue
+        name = str(args.get("reporter_name") or row.actor_id)
+        reports.append((message_id, row.actor_id, name, (now - row.created_at).total_seconds()))
+    tracker.replay(reports)
+
 
 async def report_message(
     record: MessageRecord,
@@ -325,6 +362,8 @@ async def report_message(
     "noted": the admins (report chat, or each admin in private) get the message with the reporter named.
     "review": enough distinct members reported it; it is recorded as kept for review, queued for the
     report, and sent with the Delete/Keep buttons, exactly like a model review."""
+    if not tracker.restored:
+        await restore_reports(tracker, chat_id=record.chat_id, services=services)
     status = tracker.add(message_id=record.message_id, reporter_id=reporter_id, reporter_name=reporter_name)
     if status in ("limited", "duplicate"):
         return status
@@ -336,7 +375,7 @@ async def report_message(
             chat_id=record.chat_id,
             actor_id=reporter_id,
             command="report",
-            args={"message_id": record.message_id, "result": status},
+            args={"message_id": record.message_id, "result": status, "reporter_name": reporter_name},
         )
     sender = record.sender_name or (f"@{record.sender_username}" if record.sender_username else "?")
     if status == "noted":
@@ -470,6 +509,36 @@ async def flag_spam(
         )
     out = Outcome("ok", category=label, score=float(incident.score), incident_id=incident.id)
     return await _delete_and_strike(record, policy, services, incident.id, out, actor=actor)
+
+
+async def after_admin_delete(
+    services: Services,
+    job_queue: JobQueue[Any] | None,
+    outcome: Outcome,
+    *,
+    actor: str,
+    record: MessageRecord | None = None,
+) -> None:
+    """A delete an admin decided (a review button, /spam), once carried out: its notice removes itself
+    like any other, and the observers (metrics) count it as they count the model's deletes.
+
+    `record`: the message, when the caller has it; otherwise it is rebuilt from the stored incident."""
+    if outcome.status not in ("deleted", "delete_failed"):
+        return
+    if record is None:
+        if outcome.incident_id is None:
+            return
+        async with services.db.sessionmaker() as session:
+            incident = await storage.get_incident(session=session, incident_id=outcome.incident_id)
+        if incident is None:
+            return
+        record = record_from_incident(incident)
+    if outcome.notice_message_id is not None:
+        await remove_notice_later(services, job_queue, record.chat_id, outcome.notice_message_id)
+    # Marked as an admin's decision: the observers count a delete, not a message seen again.
+    outcome.extra["decided_by"] = actor
+    for observe in services.observers:
+        observe(record, outcome)
 
 
 async def mark_not_spam(

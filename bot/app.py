@@ -23,6 +23,7 @@ from telegram.request import BaseRequest, HTTPXRequest
 
 import storage
 from bot import commands, jobs
+from bot.admin import after_admin_delete
 from bot.caches import AdminCache, ChatSettingsCache
 from bot.config import Settings
 from bot.context import CONTEXT_TYPES, Context, QinglangApp, Services
@@ -40,6 +41,8 @@ from bot.moderation import (
     parse_review_data,
     review_decision,
 )
+from bot.notices import job_remove_notice as job_remove_notice  # its old home: tests import it here
+from bot.notices import remove_notice_later
 from bot.telegram_io import SafeTelegram
 from storage.spool import Spool
 
@@ -84,13 +87,8 @@ async def on_group_message(update: Update, context: Context) -> None:
     started = time.perf_counter()
     outcome = await moderate(record, services)
     outcome.extra["handled_seconds"] = time.perf_counter() - started  # for the observers (metrics)
-    if outcome.notice_message_id is not None and context.job_queue is not None:
-        context.job_queue.run_once(
-            job_remove_notice,
-            when=services.settings.notice_ttl_seconds,
-            data=(record.chat_id, outcome.notice_message_id),
-            name=f"notice:{record.chat_id}:{outcome.notice_message_id}",
-        )
+    if outcome.notice_message_id is not None:
+        await remove_notice_later(services, context.job_queue, record.chat_id, outcome.notice_message_id)
     for observe in services.observers:
         observe(record, outcome)
     if outcome.status not in ("ok", "skipped", "off"):
@@ -126,21 +124,15 @@ async def on_review_button(update: Update, context: Context) -> None:
         choice, admin_id=query.from_user.id, admin_name=query.from_user.full_name, services=services
     )
     await services.tg.answer_callback(query.id, result.answer)
+    if result.outcome is not None:  # a delete: counted like the model's, its notice removed later
+        actor = f"admin:{query.from_user.id}"
+        await after_admin_delete(services, context.job_queue, result.outcome, actor=actor)
     message = query.message
     if result.new_text is not None and message is not None:
         original = getattr(message, "text", None) or ""
         await services.tg.edit_message_text(
             message.chat.id, message.message_id, f"{original}\n\n{result.new_text}"[:4096]
         )
-
-
-async def job_remove_notice(context: Context) -> None:
-    """Deletion notices remove themselves after notice_ttl_seconds."""
-    job = context.job
-    if job is None or job.data is None:
-        return
-    chat_id, message_id = job.data  # type: ignore[misc]
-    await context.services.tg.delete_message(chat_id, message_id)
 
 
 async def on_update_done(update: Update, context: Context) -> None:

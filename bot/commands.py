@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from telegram import BotCommand, Chat, InlineKeyboardMarkup, Message, Update
-from telegram.ext import BaseHandler, CommandHandler, filters
+from telegram.ext import BaseHandler, CommandHandler, JobQueue, filters
 
 import storage
 from bot import admin
@@ -64,6 +64,7 @@ class Request:
     policy: ChatPolicy
     services: Services
     state: ChatState
+    job_queue: JobQueue[Any] | None = None  # for what removes itself later (deletion notices)
 
     @property
     def chat_id(self) -> int:
@@ -181,6 +182,7 @@ def _wrap(command: Command) -> Callable[[Update, Context], Coroutine[Any, Any, N
             policy=policy,
             services=services,
             state=_state(context),
+            job_queue=context.job_queue,
         )
         if chat.type == Chat.PRIVATE:
             if user.language_code and user.language_code.startswith("en"):
@@ -420,6 +422,7 @@ async def cmd_spam(r: Request) -> None:
     out = await admin.flag_spam(
         record, policy=r.policy, admin_id=r.user_id, category=category, services=r.services
     )
+    await admin.after_admin_delete(r.services, r.job_queue, out, actor=f"admin:{r.user_id}", record=record)
     name = category_name(out.category or "", r.lang)
     if out.status == "deleted":
         await r.reply(r.text("admin.spam.done", id=out.incident_id, category=name))

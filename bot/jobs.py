@@ -1,4 +1,5 @@
-"""Scheduled jobs: daily digest, retention purge, admin-cache refresh.
+"""Scheduled jobs: daily digest, retention purge, admin-cache refresh, and at start the removal of the
+deletion notices a previous run left (bot/notices.py).
 
 `bot/app.py` calls `schedule_jobs(application)` once while building the application; jobs reach the
 services through `context.services` when they run (services exist from post_init on). Each job is a
@@ -20,6 +21,7 @@ from bot import admin
 from bot.caches import ChatPolicy
 from bot.context import Context
 from bot.i18n import t
+from bot.notices import job_resume_notice_removals
 from storage.admin_queries import latest_chat_title, list_chat_settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ def schedule_jobs(application: Application[Any, Any, Any, Any, Any, Any]) -> Non
     jobs.run_repeating(
         job_refresh_admins, interval=ADMIN_REFRESH_SECONDS, first=ADMIN_REFRESH_SECONDS, name="admin_refresh"
     )
+    # As soon as the bot runs: notices a previous run posted but never removed.
+    jobs.run_once(job_resume_notice_removals, when=0, name="resume_notice_removals")
 
 
 @dataclass

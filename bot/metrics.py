@@ -112,7 +112,8 @@ class Metrics:
 
     def observe(self, record: MessageRecord, outcome: Outcome) -> None:
         """App observer: count one moderated message (never its content)."""
-        self.messages.labels(status=outcome.status).inc()
+        if "decided_by" not in outcome.extra:  # an admin's delete acts on a message already counted
+            self.messages.labels(status=outcome.status).inc()
         if outcome.status in INCIDENT_ACTIONS:
             self.incidents.labels(category=outcome.category or "unknown", action=outcome.status).inc()
         if outcome.status == "delete_failed":

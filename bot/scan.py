@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import storage
+from bot.incidents import new_incident
 from bot.moderation import Classifier
 
 # Telegram Desktop's chat types; supergroups and channels get Bot API ids of the form -100<id>.
@@ -33,7 +34,7 @@ class ExportedMessage:
     chat_id: int
     chat_title: str | None
     message_id: int
-    date: dt.datetime
+    message_date: dt.datetime
     sender_id: int | None
     sender_chat_id: int | None
     sender_name: str | None
@@ -41,11 +42,22 @@ class ExportedMessage:
     hidden_links: tuple[str, ...]
     media_kind: str | None
     forwarded_from: str | None
+    # Not in a Desktop export (the incident builder reads them, as it does for a live message):
+    thread_id: None = None
+    sender_username: None = None
+    is_edit: bool = False
+    edit_date: None = None
+    media_file_unique_id: None = None
 
     @property
     def judged_text(self) -> str:
         """Like the live bot: the text, then each hidden link on a line of its own."""
         return "\n".join((self.text, *self.hidden_links)) if self.hidden_links else self.text
+
+    @property
+    def forward_origin(self) -> dict[str, Any] | None:
+        """Desktop names the forward's origin only."""
+        return {"name": self.forwarded_from} if self.forwarded_from else None
 
 
 class ExportError(ValueError):
@@ -134,7 +146,7 @@ def read_export(doc: Any) -> list[ExportedMessage]:
             sender_id, sender_chat_id = parse_sender(raw.get("from_id"), chat_id)
             media = raw.get("media_type") or next((k for k in MEDIA_FIELDS if raw.get(k)), None)
             try:
-                message_id, date = int(raw["id"]), _message_date(raw)
+                message_id, message_date = int(raw["id"]), _message_date(raw)
             except (KeyError, TypeError, ValueError):
                 continue  # a malformed entry: skip it rather than abandon the scan
             out.append(
@@ -142,7 +154,7 @@ def read_export(doc: Any) -> list[ExportedMessage]:
                     chat_id=chat_id,
                     chat_title=str(title) if title is not None else None,
                     message_id=message_id,
-                    date=date,
+                    message_date=message_date,
                     sender_id=sender_id,
                     sender_chat_id=sender_chat_id,
                     sender_name=raw.get("from"),
@@ -198,29 +210,8 @@ async def scan_messages(
         if verdict.action not in ("delete", "review"):
             continue
         summary.flagged[(verdict.label, verdict.action)] += 1
-        reasons = dict(verdict.reasons)
         incident, created = await storage.record_incident(
-            sessionmaker=db.sessionmaker,
-            incident=storage.NewIncident(
-                chat_id=msg.chat_id,
-                chat_title=msg.chat_title,
-                message_id=msg.message_id,
-                sender_id=msg.sender_id,
-                sender_name=msg.sender_name,
-                sender_chat_id=msg.sender_chat_id,
-                message_date=msg.date,
-                received_at=received_at,
-                text=msg.text,
-                hidden_links=list(msg.hidden_links),
-                media_kind=msg.media_kind,
-                forward_origin={"name": msg.forwarded_from} if msg.forwarded_from else None,
-                category=verdict.label,
-                score=float(verdict.score),
-                suggested_action=verdict.action,
-                model_version=verdict.model_version,
-                reasons=reasons,
-                contacts=list(reasons.get("contacts", ())),
-            ),
+            sessionmaker=db.sessionmaker, incident=new_incident(msg, verdict, received_at=received_at)
         )
         if created:
             summary.recorded += 1

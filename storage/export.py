@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import operator
+import os
 import re
+import secrets
 import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from xml.etree.ElementTree import iterparse
 
 from sqlalchemy import Select, column, select
@@ -410,9 +413,9 @@ def _text_row(row: list[Any]) -> list[Any]:
 
 
 class _CsvWriter:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, raw: BinaryIO) -> None:
         # utf-8-sig writes the BOM that makes Excel read the file as UTF-8.
-        self.file = open(path, "w", encoding="utf-8-sig", newline="", errors="backslashreplace")  # noqa: SIM115
+        self.file = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="", errors="backslashreplace")
         self.writer = csv.writer(self.file)
         self.writer.writerow(FIELD_NAMES)
 
@@ -425,8 +428,8 @@ class _CsvWriter:
 
 
 class _JsonlWriter:
-    def __init__(self, path: Path) -> None:
-        self.file = open(path, "w", encoding="utf-8", newline="\n")  # noqa: SIM115
+    def __init__(self, raw: BinaryIO) -> None:
+        self.file = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
 
     def write_block(self, rows: list[list[Any]]) -> None:
         lines = []
@@ -477,12 +480,13 @@ class _XlsxWriter:
     string), which user text must never be. If xlsxwriter's internals ever change shape, the
     public per-cell API is used instead (slow, same file)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, raw: BinaryIO) -> None:
         import xlsxwriter
         from xlsxwriter.utility import xl_col_to_name
 
+        # xlsxwriter zips into a file object as into a path; its own scratch files are tempfiles (0600).
         self.book = xlsxwriter.Workbook(
-            str(path),
+            raw,
             {
                 "constant_memory": True,
                 "strings_to_numbers": False,
@@ -575,14 +579,20 @@ class _XlsxWriter:
         self.book.close()
 
 
-def _writer(fmt: str, path: Path) -> Any:
-    if fmt == "csv":
-        return _CsvWriter(path)
-    if fmt == "xlsx":
-        return _XlsxWriter(path)
-    if fmt == "jsonl":
-        return _JsonlWriter(path)
-    raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+_WRITERS: dict[str, Callable[[BinaryIO], Any]] = {
+    "csv": _CsvWriter,
+    "xlsx": _XlsxWriter,
+    "jsonl": _JsonlWriter,
+}
+# Exports carry solicitation texts and senders' ids: readable and writable by their owner only.
+EXPORT_FILE_MODE = 0o600
+
+
+def _private_temp(path: Path) -> tuple[int, Path]:
+    """A new file beside `path`, created with EXPORT_FILE_MODE: the export never exists with the
+    umask's mode, not even for a moment, and moving it over `path` replaces any wider-open old file."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.part")
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, EXPORT_FILE_MODE), tmp
 
 
 @dataclass
@@ -613,20 +623,31 @@ async def write_export(
     until: datetime | None = None,
     incident_ids: list[int] | None = None,
 ) -> ExportResult:
-    """Write the export rows of the selection to `path` in `fmt`; returns counts and the file's digest."""
+    """Write the export rows of the selection to `path` in `fmt` (mode 0600; the file appears complete or
+    not at all); returns counts and the file's digest."""
     path = Path(path)
-    writer = _writer(fmt, path)
+    make = _WRITERS.get(fmt)
+    if make is None:
+        raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+    fd, tmp = _private_temp(path)
     rows = incidents = records = 0
     try:
-        async for block in iter_export_blocks(
-            conn, chat_id=chat_id, since=since, until=until, incident_ids=incident_ids
-        ):
-            writer.write_block(block.rows)
-            rows += len(block.rows)
-            incidents += block.incidents
-            records += block.records
-    finally:
-        writer.close()
+        with open(fd, "wb") as raw:
+            writer = make(raw)
+            try:
+                async for block in iter_export_blocks(
+                    conn, chat_id=chat_id, since=since, until=until, incident_ids=incident_ids
+                ):
+                    writer.write_block(block.rows)
+                    rows += len(block.rows)
+                    incidents += block.incidents
+                    records += block.records
+            finally:
+                writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return ExportResult(
         path=path, format=fmt, rows=rows, incidents=incidents, digest=file_digest(path), records=records
     )

@@ -1,46 +1,20 @@
-"""The real PTB Application against a Bot API answered in-process, for the bot's tests.
+"""A second, smaller fake Bot API, left only for tests/bot/test_moderation.py (its FaultyApi subclass).
 
-The `env` fixture (import `env_fixture`) runs the application against the project's emulator
-(bot/emulator, httpx ASGITransport) through `EmulatedApi`. Messages are injected with the emulator (so it
-knows them, e.g. for deleteMessage) and handed straight to `application.process_update`: they pass
-through the real handlers, filters and error handlers, with no polling loop to wait for.
-
-`FakeBotApi` is a smaller stand-in (a PTB `BaseRequest` answering the methods the bot uses), kept for
-tests that script their own answers.
+Every other bot test runs against the package's own emulator (bot/emulator) through tests/botenv.py and
+the `env` fixture of tests/bot/conftest.py. Once test_moderation.py moves onto the emulator (whose
+`fail`, `delay` and `before` script the same faults), this file goes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import itertools
 import json
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import pytest
-from telegram import Update
+from botenv import BOT_ID, BOT_USERNAME, GROUP, NAMES, OWNER, REPORT_CHAT, shared_model
 from telegram.request import BaseRequest, RequestData
-
-from bot.emulator import Emulator, UploadedFile
-
-BOT_ID = 777000111
-BOT_USERNAME = "qinglang_test_bot"
-TOKEN = f"{BOT_ID}:AAtest-token-for-the-admin-commands-tests"
-GROUP = -1001234567890
-REPORT_CHAT = -1009876543210
-OWNER = 1001
-ADMIN = 1002
-MEMBERS = (2001, 2002, 2003, 2004)
-SPAMMER = 3001
-NAMES = {
-    OWNER: "群主",
-    ADMIN: "管理员小王",
-    SPAMMER: "推广达人",
-    **{m: f"成员{i}" for i, m in enumerate(MEMBERS, 1)},
-}
 
 
 def user(uid: int) -> dict[str, Any]:
@@ -162,150 +136,6 @@ class FakeBotApi(BaseRequest):
         return 400, f"Bad Request: method {name} is not supported by the fake"
 
 
-# --- updates ----------------------------------------------------------------------------------
-
-_update_ids = itertools.count(1)
-_message_ids = itertools.count(100)
-
-
-def message_json(
-    text: str,
-    *,
-    sender: int,
-    chat_id: int = GROUP,
-    reply_to: dict[str, Any] | None = None,
-    message_id: int | None = None,
-) -> dict[str, Any]:
-    """A group (or, for a positive chat_id, private) message; a leading /command gets its entity."""
-    chat: dict[str, Any] = (
-        {"id": chat_id, "type": "private", "first_name": NAMES.get(chat_id, "x")}
-        if chat_id > 0
-        else {"id": chat_id, "type": "supergroup", "title": "测试群" if chat_id == GROUP else "报告群"}
-    )
-    msg: dict[str, Any] = {
-        "message_id": message_id if message_id is not None else next(_message_ids),
-        "date": int(dt.datetime.now(dt.UTC).timestamp()),
-        "chat": chat,
-        "from": user(sender),
-        "text": text,
-    }
-    if text.startswith("/"):
-        msg["entities"] = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
-    if reply_to is not None:
-        msg["reply_to_message"] = reply_to
-    return msg
-
-
-class EmulatedApi:
-    """The emulator, with the look-ups of FakeBotApi; `unreachable` users get 403 in private."""
-
-    def __init__(self) -> None:
-        self.emu = Emulator(TOKEN, bot_username=BOT_USERNAME)
-        for uid, name in NAMES.items():
-            self.emu.add_user(uid, name)
-        self.emu.add_chat(GROUP, "测试群", admins=[ADMIN], owner=OWNER, members=[*MEMBERS, SPAMMER])
-        self.emu.add_chat(REPORT_CHAT, "报告群", owner=OWNER)
-        self.unreachable = self.emu.blocked
-
-    def request(self) -> Any:
-        return self.emu.request()
-
-    def set_admin(self, chat_id: int, user_id: int) -> None:
-        self.emu.set_admin(chat_id, user_id)
-
-    @property
-    def calls(self) -> list[Call]:
-        return [self._wrap(c) for c in self.emu.calls()]
-
-    def of(self, method: str) -> list[Call]:
-        return [self._wrap(c) for c in self.emu.calls(method)]
-
-    def texts_to(self, chat_id: int) -> list[str]:
-        return [str(c.params.get("text", "")) for c in self.of("sendMessage") if c.chat_id == chat_id]
-
-    def clear(self) -> None:
-        self.emu.clear_calls()
-
-    @staticmethod
-    def _wrap(call: Any) -> Call:
-        files = {k: (v.filename, v.content) for k, v in call.params.items() if isinstance(v, UploadedFile)}
-        return Call(call.method, dict(call.params), files)
-
-
-@dataclass
-class BotEnv:
-    """A running application (post_init done) with its fake API and a record of handler errors."""
-
-    app: Any
-    api: EmulatedApi
-    errors: list[BaseException]
-    db_url: str
-
-    @property
-    def services(self) -> Any:
-        return self.app.bot_data.services
-
-    async def send(
-        self, text: str, *, sender: int, chat_id: int = GROUP, reply_to: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Deliver one message update; returns the message JSON (to reply to it later)."""
-        msg = self.api.emu.message(chat_id, sender, text, reply_to=reply_to)
-        await self._process({"message": msg})
-        return msg
-
-    async def press(self, data: str, *, sender: int, chat_id: int) -> None:
-        """An inline-button press on the last message the bot sent to `chat_id`."""
-        message = self.api.emu.sent(chat_id)[-1]
-        await self._process({"callback_query": self.api.emu.callback(sender, message, data)})
-
-    async def _process(self, payload: dict[str, Any]) -> None:
-        update = Update.de_json({"update_id": next(_update_ids), **payload}, self.app.bot)
-        await self.app.process_update(update)
-
-    def context(self) -> Any:
-        """A context like the one a job gets, for running a job function directly."""
-        return self.app.context_types.context(self.app)
-
-
-@functools.cache
-def shared_model() -> Any:
-    """The shipped classifier, loaded once for all tests of the session."""
-    import classifier
-
-    return classifier.load()
-
-
-@pytest.fixture(name="env")
-async def env_fixture(tmp_path: Path) -> AsyncIterator[BotEnv]:
-    """The application with services up; import `env_fixture` into a test module to use `env`."""
-    from bot.app import build_application
-    from bot.config import Settings
-
-    api = EmulatedApi()
-    db_url = f"sqlite+aiosqlite:///{tmp_path / 'qinglang.db'}"
-    settings = Settings(
-        telegram_token=TOKEN,  # type: ignore[arg-type]
-        database_url=db_url,
-        notice_min_interval_seconds=0,
-        telegram_retries=0,
-        _env_file=None,  # type: ignore[call-arg]
-    )
-    app = build_application(
-        settings, request=api.request(), get_updates_request=api.request(), classifier=shared_model()
-    )
-    errors: list[BaseException] = []
-
-    async def record_error(update: object, context: Any) -> None:
-        errors.append(context.error)
-
-    app.add_error_handler(record_error)
-    await app.initialize()
-    assert app.post_init is not None
-    await app.post_init(app)  # run_polling would; the tests drive the application themselves
-    try:
-        yield BotEnv(app=app, api=api, errors=errors, db_url=db_url)
-        assert api.emu.internal_errors == []
-    finally:
-        await app.shutdown()
-        if app.post_shutdown is not None:
-            await app.post_shutdown(app)
+__all__ = [
+    "BOT_ID", "BOT_USER", "GROUP", "OWNER", "REPORT_CHAT", "Call", "FakeBotApi", "shared_model", "user",
+]  # fmt: skip

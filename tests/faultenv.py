@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from admin_harness import shared_model
+from botenv import shared_model
 from sqlalchemy import text
 from telegram import Update
 

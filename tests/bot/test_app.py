@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from admin_harness import BOT_ID, FakeBotApi, shared_model
+from botenv import BOT_ID, shared_model
 from telegram.ext import CallbackQueryHandler, MessageHandler
 
 from bot import commands
 from bot.app import COMMANDS, JOURNAL_DONE, MODERATION, build_application, on_group_message, on_review_button
 from bot.config import Settings
+from bot.emulator import Emulator
 
 TOKEN = f"{BOT_ID}:AAapp-tests-token-0123456789abcdefghij"
 
@@ -43,9 +44,10 @@ def test_no_token_is_a_clear_error(tmp_path: Path) -> None:
 
 
 async def test_services_live_from_post_init_to_post_shutdown(tmp_path: Path) -> None:
-    api = FakeBotApi()
+    emu = Emulator(TOKEN)
+    request = emu.request()
     app = build_application(
-        settings(tmp_path), request=api, get_updates_request=api, classifier=shared_model()
+        settings(tmp_path), request=request, get_updates_request=emu.request(), classifier=shared_model()
     )
     assert app.bot_data.services is None
     await app.initialize()
@@ -57,6 +59,7 @@ async def test_services_live_from_post_init_to_post_shutdown(tmp_path: Path) -> 
     await app.shutdown()
     await app.post_shutdown(app)  # type: ignore[misc]
     assert app.bot_data.services is None
+    assert emu.internal_errors == []
 
 
 def test_settings_from_environment_and_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,7 +1,7 @@
 """Bad updates (issue 5, Faults 5): hypothesis builds update JSON, the real Application handles it.
 
 Each example is a raw update dict (what getUpdates or a webhook would deliver) turned into a PTB
-Update with `Update.de_json` and given to `app.process_update` of the real bot (admin_harness `env`:
+Update with `Update.de_json` and given to `app.process_update` of the real bot (the `env` fixture:
 build_application, the Bot API emulator in-process, a real SQLite file). Asserted: no handler ever
 raises (the error handlers recorded nothing, the emulator saw no malformed call), and a forged review
 button pressed by anyone but that chat's admin deletes nothing and changes no setting or incident.
@@ -18,7 +18,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from admin_harness import (  # noqa: F401  (env_fixture provides the `env` fixture)
+from botenv import (
     ADMIN,
     BOT_ID,
     GROUP,
@@ -27,7 +27,6 @@ from admin_harness import (  # noqa: F401  (env_fixture provides the `env` fixtu
     REPORT_CHAT,
     SPAMMER,
     BotEnv,
-    env_fixture,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -223,15 +222,13 @@ def bad_calls(env: BotEnv) -> list[Any]:
                 "message is not modified", "user not found", "bot is not a member",
                 "PARTICIPANT_ID_INVALID")  # fmt: skip
     return [
-        c
-        for c in env.api.emu.calls()
-        if c.error and c.status == 400 and not any(h in c.error for h in harmless)
+        c for c in env.emu.calls() if c.error and c.status == 400 and not any(h in c.error for h in harmless)
     ]
 
 
 def assert_clean(env: BotEnv, data: dict[str, Any]) -> None:
     assert env.errors == [], f"handler raised on {str(data)[:400]!r}: {env.errors!r}"
-    assert env.api.emu.internal_errors == []
+    assert env.emu.internal_errors == []
     assert bad_calls(env) == [], f"malformed Bot API call for {str(data)[:300]!r}"
 
 
@@ -242,7 +239,7 @@ def assert_clean(env: BotEnv, data: dict[str, Any]) -> None:
 @given(data=update_json())
 async def test_odd_messages_never_raise_out_of_a_handler(env: BotEnv, data: dict[str, Any]) -> None:
     env.errors.clear()
-    env.api.clear()
+    env.emu.clear_calls()
     await process(env, data)
     assert_clean(env, data)
 
@@ -250,7 +247,7 @@ async def test_odd_messages_never_raise_out_of_a_handler(env: BotEnv, data: dict
 @pytest.mark.parametrize("n", [100_000])
 async def test_a_100k_character_edit_without_text_then_with_text(env: BotEnv, n: int) -> None:
     """A plain case next to the generated ones: an edit that drops the text, then one of 100k chars."""
-    msg = env.api.emu.message(GROUP, MEMBERS[0], "你好", push=False)
+    msg = env.emu.message(GROUP, MEMBERS[0], "你好", push=False)
     no_text = {k: v for k, v in msg.items() if k not in ("text", "entities")} | {"edit_date": msg["date"] + 1}
     await process(env, {"update_id": 1, "edited_message": no_text})
     huge = dict(msg, text="出冰加V" * (n // 4), edit_date=msg["date"] + 2)
@@ -269,7 +266,7 @@ async def pending_review(env: BotEnv) -> tuple[int, dict[str, Any]]:
     cached = getattr(env, "_pending", None)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    env.api.emu.add_user(STRANGER, "陌生人")
+    env.emu.add_user(STRANGER, "陌生人")
     target = await env.send("这家店的东西还不错，推荐大家去看看", sender=SPAMMER)
     for member in MEMBERS[:3]:
         await env.send("/report", sender=member, reply_to=target)
@@ -323,7 +320,7 @@ async def test_forged_review_buttons_delete_nothing_and_change_nothing(
     where = data.draw(st.sampled_from(["admin_private", "group", "inline"]), label="where")
     before = await snapshot(env, incident_id)
     env.errors.clear()
-    env.api.clear()
+    env.emu.clear_calls()
     query: dict[str, Any] = {
         "id": str(data.draw(st.integers(1, 2**62))),
         "from": user_json(presser),
@@ -331,17 +328,17 @@ async def test_forged_review_buttons_delete_nothing_and_change_nothing(
         "data": forged,
     }
     if where == "admin_private":
-        query["message"] = env.api.emu.sent(ADMIN)[-1]
+        query["message"] = env.emu.sent(ADMIN)[-1]
     elif where == "group":
         query["message"] = target
     else:
         query["inline_message_id"] = "AAAA"
     await process(env, {"update_id": 1, "callback_query": query})
     assert env.errors == [], f"{forged!r}: {env.errors!r}"
-    assert env.api.of("deleteMessage") == [], f"a forged {forged!r} by {presser} deleted something"
-    assert not env.api.of("restrictChatMember") and not env.api.of("banChatMember")
+    assert env.calls("deleteMessage") == [], f"a forged {forged!r} by {presser} deleted something"
+    assert not env.calls("restrictChatMember") and not env.calls("banChatMember")
     assert await snapshot(env, incident_id) == before, f"a forged {forged!r} by {presser} changed state"
-    assert not env.api.emu.is_deleted(GROUP, target["message_id"])
+    assert not env.emu.is_deleted(GROUP, target["message_id"])
 
 
 async def test_the_genuine_button_still_works_after_the_forgeries(env: BotEnv) -> None:
@@ -353,7 +350,7 @@ async def test_the_genuine_button_still_works_after_the_forgeries(env: BotEnv) -
             {"update_id": 1, "callback_query": {"id": "1", "from": user_json(member), "chat_instance": "1",
                                                 "data": f"rv:{GROUP}:{incident_id}:d"}},
         )  # fmt: skip
-    assert not env.api.of("deleteMessage")
+    assert not env.calls("deleteMessage")
     await env.press(f"rv:{GROUP}:{incident_id}:d", sender=ADMIN, chat_id=ADMIN)
-    assert env.api.emu.is_deleted(GROUP, target["message_id"])
+    assert env.emu.is_deleted(GROUP, target["message_id"])
     assert env.errors == []

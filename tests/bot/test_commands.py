@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
-from admin_harness import (  # noqa: F401  (env_fixture provides the `env` fixture)
+from botenv import (
     ADMIN,
     BOT_ID,
     GROUP,
@@ -15,13 +19,17 @@ from admin_harness import (  # noqa: F401  (env_fixture provides the `env` fixtu
     REPORT_CHAT,
     SPAMMER,
     BotEnv,
-    env_fixture,
+    chat_of,
+    make_emulator,
+    running_env,
+    uploaded,
 )
 from sqlalchemy import select
 
 import storage
 from bot import commands
 from storage.models import Strike
+from storage.notices import list_pending_deletions
 
 SPAM = "出冰，货真价实，量大从优，需要的加V：bing8888"
 SPAM2 = "澳门首家线上赌场，百家乐真人荷官，注册即送88元彩金，日赢万元"
@@ -64,13 +72,13 @@ async def examples(env: BotEnv) -> list[Any]:
 
 
 def last_text(env: BotEnv, chat_id: int = GROUP) -> str:
-    texts = env.api.texts_to(chat_id)
+    texts = env.texts_to(chat_id)
     assert texts, f"nothing was sent to {chat_id}"
     return texts[-1]
 
 
 async def test_menus_are_sent_for_admins_members_and_private_chats(env: BotEnv) -> None:
-    sent = env.api.of("setMyCommands")
+    sent = env.calls("setMyCommands")
     scopes = {json.dumps(c.params.get("scope"), sort_keys=True): c for c in sent}
     assert len(scopes) == 3
     names = [{cmd["command"] for cmd in c.params["commands"]} for c in sent]
@@ -89,13 +97,13 @@ async def test_non_admin_is_refused_and_the_attempt_audited(env: BotEnv, text: s
     assert rows[0].args["command"] == text.split()[0][1:]
     # nothing else happened: no settings change, no file, no private message
     assert all(r.command == "denied" for r in rows)
-    assert not env.api.of("sendDocument") and not env.api.texts_to(MEMBERS[0])
+    assert not env.calls("sendDocument") and not env.texts_to(MEMBERS[0])
 
 
 async def test_refusals_are_rate_limited_but_always_audited(env: BotEnv) -> None:
     for _ in range(3):
         await env.send("/mode off", sender=MEMBERS[1])
-    assert len(env.api.texts_to(GROUP)) == 1
+    assert len(env.texts_to(GROUP)) == 1
     assert len([r for r in await audit(env) if r.command == "denied"]) == 3
     assert (await env.services.chats.get(GROUP)).mode == "enforce"
 
@@ -168,7 +176,7 @@ async def test_help_and_start_in_private(env: BotEnv) -> None:
     await env.send("/mode off", sender=ADMIN, chat_id=ADMIN)
     assert last_text(env, ADMIN).startswith("请在群里使用")
     await env.send("/start", sender=ADMIN)  # /start in a group is not ours to answer
-    assert not env.api.texts_to(GROUP)
+    assert not env.texts_to(GROUP)
     assert env.errors == []
 
 
@@ -178,7 +186,7 @@ async def test_trust_and_untrust_by_reply_and_by_id(env: BotEnv) -> None:
     await env.send("/trust 4242", sender=ADMIN)
     assert (await env.services.chats.get(GROUP)).trusted_user_ids == {MEMBERS[2], 4242}
     await env.send(SPAM, sender=MEMBERS[2])  # trusted: not judged
-    assert not env.api.of("deleteMessage")
+    assert not env.calls("deleteMessage")
     await env.send("/untrust 4242", sender=ADMIN)
     await env.send("/untrust 4242", sender=ADMIN)
     assert "不在信任名单" in last_text(env)
@@ -190,7 +198,7 @@ async def test_spam_as_reply_deletes_records_and_learns(env: BotEnv) -> None:
     target = await env.send(BENIGN, sender=SPAMMER)
     assert not await incidents(env)
     await env.send("/spam fraud", sender=ADMIN, reply_to=target)
-    deleted = [c.params["message_id"] for c in env.api.of("deleteMessage")]
+    deleted = [c.params["message_id"] for c in env.calls("deleteMessage")]
     assert target["message_id"] in deleted
     (inc,) = await incidents(env)
     assert inc.decided_by == f"admin:{ADMIN}" and inc.category == "fraud"
@@ -205,7 +213,7 @@ async def test_spam_as_reply_deletes_records_and_learns(env: BotEnv) -> None:
 async def test_spam_never_acts_on_an_admin(env: BotEnv) -> None:
     target = await env.send(SPAM, sender=OWNER)
     await env.send("/spam", sender=ADMIN, reply_to=target)
-    assert not env.api.of("deleteMessage")
+    assert not env.calls("deleteMessage")
     assert last_text(env) == "管理员的消息不会被处理。"
 
 
@@ -236,35 +244,63 @@ async def test_notspam_marks_false_positive_removes_strike_and_learns(env: BotEn
 async def test_export_goes_to_the_private_chat_only(env: BotEnv) -> None:
     await env.send(SPAM, sender=SPAMMER)
     await env.send("/export 7 jsonl", sender=ADMIN)
-    (doc,) = env.api.of("sendDocument")
-    assert doc.chat_id == ADMIN
-    (_name, (filename, content, *_)) = next(iter(doc.files.items()))
-    assert filename.endswith(".jsonl")
-    rows = [json.loads(line) for line in content.decode().splitlines()]
+    (doc,) = env.calls("sendDocument")
+    assert chat_of(doc) == ADMIN
+    file = uploaded(doc)
+    assert (file.filename or "").endswith(".jsonl")
+    rows = [json.loads(line) for line in file.content.decode().splitlines()]
     assert any(r["record_type"] == "incident" and r["text"] == SPAM for r in rows)
     assert "已私聊发送" in last_text(env)
     assert "export" in [r.command for r in await audit(env)]
 
-    env.api.unreachable.add(OWNER)
-    env.api.clear()
+    env.emu.blocked.add(OWNER)
+    env.emu.clear_calls()
     await env.send("/export", sender=OWNER)
-    assert [c.chat_id for c in env.api.of("sendDocument")] == [OWNER]  # tried privately, refused
+    assert [chat_of(c) for c in env.calls("sendDocument")] == [OWNER]  # tried privately, refused
     assert "/start" in last_text(env)
-    assert all(c.chat_id != GROUP for c in env.api.of("sendDocument"))
+    assert all(chat_of(c) != GROUP for c in env.calls("sendDocument"))
+    assert env.errors == []
+
+
+async def test_export_and_batch_files_are_owner_only_when_sent(
+    env: BotEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bot writes /export and /submit files into a temporary folder: watch that folder, with the
+    # most permissive umask, at the moment each file is handed to Telegram.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    modes: dict[str, int] = {}
+
+    def look(params: dict[str, Any]) -> None:
+        modes.update({p.name: stat.S_IMODE(p.stat().st_mode) for p in scratch.glob("*/*")})
+
+    env.emu.before("sendDocument", look)
+    old_umask = os.umask(0)
+    try:
+        await env.send(SPAM, sender=SPAMMER)
+        await env.send("/export xlsx", sender=ADMIN)
+        await env.send("/submit", sender=ADMIN)
+    finally:
+        os.umask(old_umask)
+    assert len(env.calls("sendDocument")) == 2
+    assert sorted(name.split("-")[1] for name in modes) == ["export", "report"], modes
+    assert set(modes.values()) == {0o600}, modes
+    assert list(scratch.iterdir()) == []  # both files are gone once sent
     assert env.errors == []
 
 
 async def test_incidents_and_review_are_answered_privately(env: BotEnv) -> None:
     await env.send(SPAM, sender=SPAMMER)
     await env.send("/incidents 5", sender=ADMIN)
-    private = env.api.texts_to(ADMIN)
+    private = env.texts_to(ADMIN)
     assert "最近 1 条记录" in private[-1] and "涉毒" in private[-1]
-    assert SPAM not in "".join(env.api.texts_to(GROUP))
+    assert SPAM not in "".join(env.texts_to(GROUP))
 
     await env.send("/review", sender=ADMIN)
-    assert "没有待审核" in env.api.texts_to(ADMIN)[-1]
+    assert "没有待审核" in env.texts_to(ADMIN)[-1]
 
-    env.api.unreachable.add(OWNER)
+    env.emu.blocked.add(OWNER)
     await env.send("/incidents", sender=OWNER)
     assert "/start" in last_text(env) and "@qinglang_test_bot" in last_text(env)
     assert env.errors == []
@@ -275,9 +311,9 @@ async def test_review_lists_pending_items_with_buttons(env: BotEnv) -> None:
     target = await env.send("这家店的东西还不错，推荐大家去看看", sender=SPAMMER)
     for member in MEMBERS[:3]:
         await env.send("/report", sender=member, reply_to=target)
-    env.api.clear()
+    env.emu.clear_calls()
     await env.send("/review", sender=ADMIN)
-    sent = [c for c in env.api.of("sendMessage") if c.chat_id == ADMIN]
+    sent = [c for c in env.calls("sendMessage") if chat_of(c) == ADMIN]
     assert "1 条待审核" in sent[0].params["text"]
     buttons = sent[1].params["reply_markup"]["inline_keyboard"][0]
     assert [b["text"] for b in buttons] == ["删除", "忽略"]
@@ -291,12 +327,12 @@ async def test_submit_sends_the_batch_and_marks_incidents_reported(env: BotEnv) 
     await env.send(SPAM2, sender=SPAMMER)
     queued = await incidents(env)
     assert [i.report_status for i in queued] == ["queued", "queued"]
-    env.api.clear()
+    env.emu.clear_calls()
     await env.send("/submit", sender=ADMIN)
-    (doc,) = env.api.of("sendDocument")
-    assert doc.chat_id == REPORT_CHAT
-    (filename, content, *_) = next(iter(doc.files.values()))
-    assert filename.endswith(".csv") and SPAM.encode() in content
+    (doc,) = env.calls("sendDocument")
+    assert chat_of(doc) == REPORT_CHAT
+    file = uploaded(doc)
+    assert (file.filename or "").endswith(".csv") and SPAM.encode() in file.content
     assert "已发送到报告群" in last_text(env)
     assert [i.report_status for i in await incidents(env)] == ["reported", "reported"]
     await env.send("/submit", sender=ADMIN)
@@ -306,20 +342,20 @@ async def test_submit_sends_the_batch_and_marks_incidents_reported(env: BotEnv) 
 
 async def test_submit_keeps_incidents_queued_when_nobody_takes_the_file(env: BotEnv) -> None:
     await env.send(SPAM, sender=SPAMMER)
-    env.api.unreachable.add(ADMIN)  # no report chat, and the admin never started the bot
+    env.emu.blocked.add(ADMIN)  # no report chat, and the admin never started the bot
     await env.send("/submit", sender=ADMIN)
     assert "无法发送举报文件" in last_text(env)
     assert [i.report_status for i in await incidents(env)] == ["queued"]
-    env.api.unreachable.clear()
+    env.emu.blocked.clear()
     await env.send("/submit", sender=ADMIN)
-    assert [c.chat_id for c in env.api.of("sendDocument")][-1] == ADMIN
+    assert [chat_of(c) for c in env.calls("sendDocument")][-1] == ADMIN
     assert [i.report_status for i in await incidents(env)] == ["reported"]
     assert env.errors == []
 
 
 async def test_reportchat_needs_admin_rights_in_the_reported_chat(env: BotEnv) -> None:
     await env.send("/reportchat -1001234567890", sender=OWNER, chat_id=REPORT_CHAT)
-    env.api.set_admin(REPORT_CHAT, MEMBERS[0])
+    env.emu.set_admin(REPORT_CHAT, MEMBERS[0])
     env.services.admins.invalidate(REPORT_CHAT)  # as after a chat_member update
     await env.send("/reportchat -1001234567890", sender=MEMBERS[0], chat_id=REPORT_CHAT)
     assert "不是群" in last_text(env, REPORT_CHAT)
@@ -333,7 +369,7 @@ async def test_member_reports_go_to_admins_and_several_make_a_review(env: BotEnv
     await env.send("/report", sender=MEMBERS[0], reply_to=target)
     assert last_text(env) == "已收到举报，管理员会处理。"
     for admin_id in (OWNER, ADMIN):  # no report chat: each admin in private, reporter named
-        notice = env.api.texts_to(admin_id)[-1]
+        notice = env.texts_to(admin_id)[-1]
         assert "成员1 举报了" in notice and "价格美丽" in notice
     await env.send("/report", sender=MEMBERS[0], reply_to=target)
     assert last_text(env) == "你已经举报过这条消息了。"
@@ -343,12 +379,50 @@ async def test_member_reports_go_to_admins_and_several_make_a_review(env: BotEnv
     assert last_text(env) == "多人举报了这条消息，已提交管理员审核。"
     (inc,) = await incidents(env)
     assert inc.action_taken == "kept_for_review" and inc.report_status == "queued"
-    review = [c for c in env.api.of("sendMessage") if c.chat_id == ADMIN][-1]
+    review = [c for c in env.calls("sendMessage") if chat_of(c) == ADMIN][-1]
     assert "成员1、成员2、成员3" in review.params["text"]
     data = review.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
     await env.press(data, sender=ADMIN, chat_id=ADMIN)  # the core's review button: delete
-    assert target["message_id"] in [c.params["message_id"] for c in env.api.of("deleteMessage")]
+    assert target["message_id"] in [c.params["message_id"] for c in env.calls("deleteMessage")]
     assert (await incident(env, inc.id)).review_result == "confirmed"
+    assert env.errors == []
+
+
+def counted(env: BotEnv, name: str, **labels: str) -> float:
+    """A sample of the bot's own Prometheus registry (0 when never counted)."""
+    value = env.services.metrics.registry.get_sample_value(f"qinglang_{name}_total", labels)
+    return value or 0.0
+
+
+async def test_admin_deletes_are_counted_like_the_models_and_their_notices_removed(env: BotEnv) -> None:
+    # /spam on a message the model let through
+    target = await env.send(BENIGN, sender=SPAMMER)
+    seen = counted(env, "messages_seen", status="ok")
+    await env.send("/spam fraud", sender=ADMIN, reply_to=target)
+    assert counted(env, "incidents", category="fraud", action="deleted") == 1
+    assert counted(env, "messages_seen", status="ok") == seen  # the message was counted when seen
+    assert counted(env, "messages_seen", status="deleted") == 0
+
+    # a review item (three members reported it), deleted with the admin's button
+    target = await env.send("这家店的东西还不错，价格美丽", sender=MEMBERS[3])
+    for member in MEMBERS[:3]:
+        await env.send("/report", sender=member, reply_to=target)
+    (inc,) = [i for i in await incidents(env) if i.action_taken == "kept_for_review"]
+    review = [c for c in env.calls("sendMessage") if chat_of(c) == ADMIN][-1]
+    data = review.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    await env.press(data, sender=ADMIN, chat_id=ADMIN)
+    assert env.emu.is_deleted(GROUP, target["message_id"])
+    assert counted(env, "incidents", category=inc.category, action="deleted") == 1 + (inc.category == "fraud")
+    assert counted(env, "messages_seen", status="deleted") == 0
+
+    # both deletes posted a notice; each removes itself like the model's
+    async with env.services.db.sessionmaker() as session:
+        pending = await list_pending_deletions(session=session)
+    notices = [m["message_id"] for m in env.emu.sent(GROUP) if m.get("text", "").startswith("已删除 ")]
+    assert len(notices) == 2, env.texts_to(GROUP)
+    assert sorted(p.message_id for p in pending) == sorted(notices)
+    for notice in notices:
+        assert env.app.job_queue.get_jobs_by_name(f"notice:{GROUP}:{notice}")
     assert env.errors == []
 
 
@@ -356,15 +430,41 @@ async def test_member_reports_are_rate_limited(env: BotEnv) -> None:
     targets = [await env.send(f"消息{i}", sender=SPAMMER) for i in range(4)]
     for target in targets:
         await env.send("/report", sender=MEMBERS[3], reply_to=target)
-    thanks = [t for t in env.api.texts_to(GROUP) if t == "已收到举报，管理员会处理。"]
+    thanks = [t for t in env.texts_to(GROUP) if t == "已收到举报，管理员会处理。"]
     assert len(thanks) == 3  # the fourth within ten minutes is ignored
     await env.send("/report", sender=MEMBERS[3])
     assert last_text(env) == "请回复要举报的消息，再发送 /report。"
-    bot_msg = env.api.emu.sent(GROUP)[-1]  # one of the bot's own replies
+    bot_msg = env.emu.sent(GROUP)[-1]  # one of the bot's own replies
     assert bot_msg["from"]["id"] == BOT_ID
     await env.send("/report", sender=MEMBERS[0], reply_to=bot_msg)
     assert last_text(env) == "这条消息不能举报。"
     assert env.errors == []
+
+
+async def test_a_restarted_bot_recalls_member_reports(tmp_path: Path) -> None:
+    emu = make_emulator()
+    async with running_env(tmp_path, emu=emu) as before:
+        target = await before.send("这家店的东西还不错，价格美丽", sender=SPAMMER)
+        others = [await before.send(f"消息{i}", sender=SPAMMER) for i in range(2)]
+        for member in MEMBERS[:2]:
+            await before.send("/report", sender=member, reply_to=target)
+        for other in others:  # MEMBERS[0] has now used the three reports of the window
+            await before.send("/report", sender=MEMBERS[0], reply_to=other)
+        assert not await incidents(before)
+    async with running_env(tmp_path, emu=emu) as after:
+        await after.send("/report", sender=MEMBERS[1], reply_to=target)
+        assert last_text(after) == "你已经举报过这条消息了。"
+        fourth = await after.send("消息3", sender=SPAMMER)
+        answers = len(after.texts_to(GROUP))
+        await after.send("/report", sender=MEMBERS[0], reply_to=fourth)
+        assert len(after.texts_to(GROUP)) == answers  # over the limit: ignored, as before the restart
+        await after.send("/report", sender=MEMBERS[2], reply_to=target)  # the third distinct member
+        assert last_text(after) == "多人举报了这条消息，已提交管理员审核。"
+        (inc,) = await incidents(after)
+        assert inc.action_taken == "kept_for_review"
+        review = [c for c in after.calls("sendMessage") if chat_of(c) == ADMIN][-1]
+        assert "成员1、成员2、成员3" in review.params["text"]  # names kept in the audit log
+        assert after.errors == []
 
 
 async def test_reload_swaps_the_model(env: BotEnv) -> None:
@@ -374,5 +474,5 @@ async def test_reload_swaps_the_model(env: BotEnv) -> None:
     assert last_text(env) == f"模型已重新加载：{before.version}"
     assert "reload" in [r.command for r in await audit(env)]
     await env.send(SPAM, sender=SPAMMER)  # the new model judges the next message
-    assert env.api.of("deleteMessage")
+    assert env.calls("deleteMessage")
     assert env.errors == []

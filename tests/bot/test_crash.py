@@ -11,7 +11,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from admin_harness import shared_model
+from botenv import shared_model
 from faultenv import ADMIN, CLEAN, GROUP, TOKEN, solicitations
 
 from bot.emulator import Emulator

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from admin_harness import shared_model
+from botenv import shared_model
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import ALLOWED_UPDATES, build_application

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import os
+import stat
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,6 +16,8 @@ from click.testing import CliRunner
 
 import storage
 from bot.cli import main
+from bot.incidents import new_incident
+from bot.moderation import MessageRecord
 from bot.scan import ExportError, bot_api_chat_id, export_text, parse_sender, read_export
 
 EXPORT: dict[str, Any] = {
@@ -80,11 +86,32 @@ def test_read_export_skips_service_and_empty_messages() -> None:
     assert {m.chat_id for m in messages} == {-1001234567890}
     assert messages[1].text.endswith("bing8888") and messages[1].sender_id == 200
     assert messages[2].hidden_links == ("http://casino.example",) and messages[2].sender_chat_id == -100555
-    assert messages[0].date.isoformat() == "2024-05-01T10:00:00+00:00"  # from date_unixtime, UTC
+    assert messages[0].message_date.isoformat() == "2024-05-01T10:00:00+00:00"  # from date_unixtime, UTC
     full = {"about": "x", "chats": {"list": [EXPORT, {"id": 9, "type": "personal_chat", "messages": []}]}}
     assert len(read_export(full)) == 4
     with pytest.raises(ExportError):
         read_export({"hello": 1})
+
+
+def test_a_scanned_message_and_a_live_one_make_the_same_incident() -> None:
+    """bot/incidents.new_incident builds both: same facts and verdict, same evidence record."""
+    scanned = read_export(EXPORT)[2]
+    live = MessageRecord(
+        chat_id=scanned.chat_id, chat_title="测试群", message_id=4, thread_id=None, sender_id=None,
+        sender_username=None, sender_name="频道", sender_chat_id=-100555, is_automatic_forward=False,
+        message_date=scanned.message_date, is_edit=False, edit_date=None, text=scanned.text,
+        hidden_links=("http://casino.example",), media_kind=None, media_file_unique_id=None,
+        forward_origin=None, is_service=False,
+    )  # fmt: skip
+    contact = {"kind": "url", "value": "http://casino.example", "start": 0, "end": 21}
+    verdict = SimpleNamespace(
+        label="gambling", score=0.97, action="delete", reasons={"contacts": [contact]}, model_version="m1"
+    )
+    when = dt.datetime(2024, 5, 2, tzinfo=dt.UTC)
+    from_scan = new_incident(scanned, verdict, received_at=when)
+    assert from_scan == new_incident(live, verdict, received_at=when)
+    assert from_scan.message_date == scanned.message_date and from_scan.contacts == [contact]
+    assert from_scan.hidden_links == ["http://casino.example"] and from_scan.decided_by == "model"
 
 
 def test_scan_records_history_once_and_exports(tmp_path: Path) -> None:
@@ -120,6 +147,26 @@ def test_scan_records_history_once_and_exports(tmp_path: Path) -> None:
         assert incident.action_taken == "none" and incident.report_status is None
         assert [(e.kind, e.value, e.actor) for e in events] == [("action", "none", "scan")]
         assert "result.json" in (events[0].detail or "")
+
+
+def test_cli_exports_are_owner_only(tmp_path: Path) -> None:
+    """`qinglang scan --export` and `qinglang export -o` write 0600 files, even with a umask of 0."""
+    export = tmp_path / "result.json"
+    export.write_text(json.dumps(EXPORT, ensure_ascii=False), encoding="utf-8")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'scan.db'}"
+    scanned, exported = tmp_path / "scanned.jsonl", tmp_path / "exported.xlsx"
+    runner = CliRunner()
+    old_umask = os.umask(0)
+    try:
+        first = runner.invoke(main, ["scan", str(export), "--database-url", url, "--export", str(scanned)])
+        second = runner.invoke(main, ["export", "--url", url, "--format", "xlsx", "-o", str(exported)])
+    finally:
+        os.umask(old_umask)
+    assert first.exit_code == 0, first.output
+    assert second.exit_code == 0, second.output
+    assert stat.S_IMODE(scanned.stat().st_mode) == 0o600
+    assert stat.S_IMODE(exported.stat().st_mode) == 0o600
+    assert storage.verify_export(exported).ok
 
 
 def test_scan_rejects_what_is_not_an_export(tmp_path: Path) -> None:

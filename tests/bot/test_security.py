@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from admin_harness import (  # noqa: F401  (env_fixture provides the `env` fixture)
+from botenv import (
     ADMIN,
     GROUP,
     MEMBERS,
@@ -46,7 +46,7 @@ from admin_harness import (  # noqa: F401  (env_fixture provides the `env` fixtu
     REPORT_CHAT,
     SPAMMER,
     BotEnv,
-    env_fixture,
+    chat_of,
     shared_model,
 )
 from sqlalchemy import func, select
@@ -107,9 +107,9 @@ async def audit(env: BotEnv, chat_id: int = GROUP) -> list[Any]:
 
 async def seed(env: BotEnv) -> dict[str, Any]:
     """A spammer's deleted message (incident 1, a strike) and a kept one to reply to."""
-    env.api.emu.add_user(STRANGER, "陌生人")
-    env.api.emu.add_user(OTHER_ADMIN, "别的群管理")
-    env.api.emu.set_admin(REPORT_CHAT, OTHER_ADMIN)
+    env.emu.add_user(STRANGER, "陌生人")
+    env.emu.add_user(OTHER_ADMIN, "别的群管理")
+    env.emu.set_admin(REPORT_CHAT, OTHER_ADMIN)
     await env.send(SPAM, sender=SPAMMER)
     target = await env.send(BENIGN, sender=SPAMMER)
     assert (await state(env))["incidents"], "seed: the spam was not recorded"
@@ -119,8 +119,8 @@ async def seed(env: BotEnv) -> dict[str, Any]:
 def forbidden_calls(env: BotEnv) -> list[Any]:
     """Anything a refused command must not cause: deletions, restrictions, files, private messages."""
     acting = ("deleteMessage", "restrictChatMember", "banChatMember", "sendDocument", "editMessageText")
-    bad = [c for c in env.api.calls if c.method in acting]
-    bad += [c for c in env.api.of("sendMessage") if c.chat_id not in (GROUP,)]
+    bad = [c for c in env.emu.calls() if c.method in acting]
+    bad += [c for c in env.calls("sendMessage") if chat_of(c) not in (GROUP,)]
     return bad
 
 
@@ -130,9 +130,9 @@ SENDERS = ["member", "stranger", "other_chat_admin", "channel", "other_group_ano
 @pytest.mark.parametrize("who", SENDERS)
 async def test_every_admin_command_by_a_non_admin_changes_nothing(env: BotEnv, who: str) -> None:
     target = await seed(env)
-    env.api.clear()
+    env.emu.clear_calls()
     before = await state(env)
-    emu = env.api.emu
+    emu = env.emu
     actor: int = {"member": MEMBERS[0], "stranger": STRANGER, "other_chat_admin": OTHER_ADMIN,
                   "edit": MEMBERS[1]}.get(who, 0)  # fmt: skip
     for command in commands.BOT_COMMANDS:
@@ -165,7 +165,7 @@ async def test_every_admin_command_by_a_non_admin_changes_nothing(env: BotEnv, w
     assert await state(env) == before
     assert forbidden_calls(env) == []
     # refusal or silence: the first refusal is answered, the rest within the minute are not
-    texts = env.api.texts_to(GROUP)
+    texts = env.texts_to(GROUP)
     assert set(texts) <= {REFUSED}, texts
     assert 1 <= len(texts) <= 2  # (moderation may have answered nothing; each actor at most once)
     denied = [r for r in await audit(env) if r.command == "denied"]
@@ -176,7 +176,7 @@ async def test_every_admin_command_by_a_non_admin_changes_nothing(env: BotEnv, w
 
 async def test_admin_commands_in_private_do_nothing_for_a_member(env: BotEnv) -> None:
     await seed(env)
-    env.api.clear()
+    env.emu.clear_calls()
     before = await state(env)
     member = MEMBERS[0]
     for command in commands.BOT_COMMANDS:
@@ -186,8 +186,8 @@ async def test_admin_commands_in_private_do_nothing_for_a_member(env: BotEnv) ->
     await env.send(f"/reportchat {GROUP}", sender=member, chat_id=member)
     assert env.errors == []
     assert await state(env) == before
-    assert not env.api.of("sendDocument") and not env.api.of("deleteMessage")
-    assert not env.api.texts_to(GROUP)
+    assert not env.calls("sendDocument") and not env.calls("deleteMessage")
+    assert not env.texts_to(GROUP)
     assert [r.args["command"] for r in await audit(env) if r.command == "denied"] == ["reportchat"]
 
 
@@ -197,7 +197,7 @@ async def test_admin_commands_in_private_do_nothing_for_a_member(env: BotEnv) ->
 async def test_export_and_submit_never_send_a_document_into_a_group(env: BotEnv) -> None:
     await seed(env)
     await env.send(SPAM + " 2", sender=SPAMMER)
-    emu = env.api.emu
+    emu = env.emu
     anonymous = emu.message(GROUP, None, "/export", sender_chat=GROUP, push=False)
     runs: list[tuple[str, int]] = [
         ("/export", ADMIN), ("/export 1 jsonl", OWNER), ("/export 30 csv", ADMIN),
@@ -206,16 +206,16 @@ async def test_export_and_submit_never_send_a_document_into_a_group(env: BotEnv)
     for text, who in runs:
         await env.send(text, sender=who)
     await env.app.process_update(Update.de_json({"update_id": 1, "message": anonymous}, env.app.bot))
-    env.api.unreachable.update({ADMIN, OWNER})  # nobody reachable in private: no fallback to the group
+    env.emu.blocked.update({ADMIN, OWNER})  # nobody reachable in private: no fallback to the group
     await env.send(SPAM + " 3", sender=SPAMMER)
     await env.send("/export", sender=ADMIN)
     await env.send("/submit", sender=OWNER)
-    env.api.unreachable.clear()
+    env.emu.blocked.clear()
     await env.send(f"/reportchat {GROUP}", sender=OWNER, chat_id=REPORT_CHAT)  # a separate report group
     await env.send("/submit", sender=ADMIN)
-    docs = env.api.of("sendDocument")
+    docs = env.calls("sendDocument")
     assert docs, "nothing was sent: the scan would be vacuous"
-    where = [d.chat_id for d in docs]
+    where = [chat_of(d) for d in docs]
     assert GROUP not in where
     assert all(c is not None and (c > 0 or c == REPORT_CHAT) for c in where), where
     assert REPORT_CHAT in where and ADMIN in where
@@ -226,7 +226,7 @@ async def test_submit_never_posts_the_report_file_into_the_moderated_group(env: 
     await env.send(SPAM, sender=SPAMMER)
     await env.send("/reportchat", sender=ADMIN)  # in the group itself
     await env.send("/submit", sender=ADMIN)
-    assert GROUP not in [d.chat_id for d in env.api.of("sendDocument")]
+    assert GROUP not in [chat_of(d) for d in env.calls("sendDocument")]
 
 
 # --- review buttons --------------------------------------------------------------------------------
@@ -244,41 +244,41 @@ async def pending_review(env: BotEnv) -> tuple[int, dict[str, Any]]:
 
 async def press(env: BotEnv, user_id: int, data: str) -> str | None:
     """Press `data` on the review message the admin got; returns the callback answer's text."""
-    message = env.api.emu.sent(ADMIN)[-1]
-    n = len(env.api.of("answerCallbackQuery"))
+    message = env.emu.sent(ADMIN)[-1]
+    n = len(env.calls("answerCallbackQuery"))
     await env.app.process_update(
         Update.de_json(
-            {"update_id": 1, "callback_query": env.api.emu.callback(user_id, message, data)}, env.app.bot
+            {"update_id": 1, "callback_query": env.emu.callback(user_id, message, data)}, env.app.bot
         )
     )
-    answers = env.api.of("answerCallbackQuery")[n:]
+    answers = env.calls("answerCallbackQuery")[n:]
     assert len(answers) == 1
     return answers[0].params.get("text")
 
 
 async def test_review_buttons_act_only_for_that_chats_admins(env: BotEnv) -> None:
-    env.api.emu.add_user(OTHER_ADMIN, "别的群管理")
-    env.api.emu.set_admin(REPORT_CHAT, OTHER_ADMIN)
+    env.emu.add_user(OTHER_ADMIN, "别的群管理")
+    env.emu.set_admin(REPORT_CHAT, OTHER_ADMIN)
     incident_id, target = await pending_review(env)
     before = await state(env)
-    env.api.clear()
+    env.emu.clear_calls()
     # the admin of another chat, pressing the genuine button (forwarded to them, or replayed)
     answer = await press(env, OTHER_ADMIN, f"rv:{GROUP}:{incident_id}:d")
     assert answer and "管理员" in answer
     # ... or the same incident under their own chat's id: the incident is not that chat's
     answer = await press(env, OTHER_ADMIN, f"rv:{REPORT_CHAT}:{incident_id}:d")
-    assert answer and answer != "" and not env.api.of("deleteMessage")
+    assert answer and answer != "" and not env.calls("deleteMessage")
     await press(env, OTHER_ADMIN, f"rv:{REPORT_CHAT}:{incident_id}:k")
     # a demoted admin of GROUP (after the chat_member update invalidates the cache)
-    env.api.emu.remove_admin(GROUP, ADMIN)
+    env.emu.remove_admin(GROUP, ADMIN)
     env.services.admins.invalidate(GROUP)
     await press(env, ADMIN, f"rv:{GROUP}:{incident_id}:d")
-    assert not env.api.of("deleteMessage") and not env.api.of("editMessageText")
-    assert not env.api.emu.is_deleted(GROUP, target["message_id"])
+    assert not env.calls("deleteMessage") and not env.calls("editMessageText")
+    assert not env.emu.is_deleted(GROUP, target["message_id"])
     assert await state(env) == before
     # not vacuous: the owner (still an admin) can
     await press(env, OWNER, f"rv:{GROUP}:{incident_id}:d")
-    assert env.api.emu.is_deleted(GROUP, target["message_id"])
+    assert env.emu.is_deleted(GROUP, target["message_id"])
     assert env.errors == []
 
 

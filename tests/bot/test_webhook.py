@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from admin_harness import shared_model
+from botenv import shared_model
 from click.testing import CliRunner
 
 from bot.app import ALLOWED_UPDATES, build_application
