@@ -90,6 +90,11 @@ class ModelParams:
     # Floors: on the real dev set, 1 - p(ok) >= 0.5 flagged about 1% of benign messages.
     review_floor: float = 0.5
     delete_floor: float = 0.7
+    # One unseen look-alike shape the first fit cannot tell apart at any threshold (legit
+    # second-hand sales: offer + price + contact) must not set the threshold for everything: its
+    # rate counts at most this much in the per-shape mean. Without the cap, which shapes the split
+    # held out moved the review threshold from 0.7 to 0.9 between generator seeds.
+    shape_rate_cap: float = 0.1
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -154,6 +159,9 @@ def build_pipeline(lexicon: Sequence[str], words: Sequence[str], params: ModelPa
     )
 
 
+HARD_NEGATIVE_PREFIX = "hard_negative"  # benign shapes written to look like solicitations
+
+
 def _is_background(ex: Example) -> bool:
     return ex.shape.startswith("background")
 
@@ -191,8 +199,16 @@ def split_heldout(
     for label, names in sorted(shapes.items()):
         if len(names) < 3:
             continue
-        order = sorted(names, key=lambda s: hashlib.sha256(f"{seed}:{label}:{s}".encode()).hexdigest())
-        out.update((label, s) for s in order[: max(1, round(len(order) * share))])
+        # Hard negatives and ordinary shapes are held out in proportion: which look-alike shapes
+        # land on the held-out side decides the thresholds, and a chance draw of several of them
+        # moved the review threshold from 0.7 to 0.9 between generator seeds.
+        groups: dict[bool, list[str]] = {}
+        for name in names:
+            groups.setdefault(name.startswith(HARD_NEGATIVE_PREFIX), []).append(name)
+        for _hard, group in sorted(groups.items()):
+            order = sorted(group, key=lambda s: hashlib.sha256(f"{seed}:{label}:{s}".encode()).hexdigest())
+            k = round(len(order) * share) if len(groups) > 1 else max(1, round(len(order) * share))
+            out.update((label, s) for s in order[:k])
     rng = random.Random(f"split:{seed}")
     train, held = [], []
     for ex in examples:
@@ -207,13 +223,14 @@ def split_heldout(
 
 
 def benign_flag_rates(
-    p_bad: np.ndarray, background: np.ndarray, shapes: np.ndarray, t: float
+    p_bad: np.ndarray, background: np.ndarray, shapes: np.ndarray, t: float, cap: float = 1.0
 ) -> tuple[float, float]:
-    """(background rate, mean per-shape rate of templated lines) with 1 - p(ok) >= t."""
+    """(background rate, mean per-shape rate of templated lines, each capped at `cap`) with
+    1 - p(ok) >= t."""
     flagged = p_bad >= t
     bg = float(flagged[background].mean()) if background.any() else 0.0
     names = sorted(set(shapes[~background].tolist()))
-    per = [float(flagged[~background & (shapes == n)].mean()) for n in names]
+    per = [min(cap, float(flagged[~background & (shapes == n)].mean())) for n in names]
     return bg, (sum(per) / len(per) if per else 0.0)
 
 
@@ -224,6 +241,7 @@ def heldout_benign_curve(
     categories: Sequence[str],
     background: Sequence[bool],
     shapes: Sequence[str],
+    cap: float = 1.0,
 ) -> dict[str, list[float]]:
     """{threshold: [background rate, per-shape rate of templated ok lines]} on the held-out
     split, every 0.05 (what the thresholds were chosen from)."""
@@ -235,7 +253,7 @@ def heldout_benign_curve(
     sh = np.asarray(shapes, dtype=object)[ok]
     out = {}
     for t in np.round(np.arange(0.3, 0.96, 0.05), 2):
-        r_bg, r_sh = benign_flag_rates(p_bad, bg, sh, float(t))
+        r_bg, r_sh = benign_flag_rates(p_bad, bg, sh, float(t), cap)
         out[f"{t:.2f}"] = [round(r_bg, 5), round(r_sh, 5)]
     return out
 
@@ -262,7 +280,7 @@ def choose_thresholds(
     bg = (np.zeros(len(y), dtype=bool) if background is None else np.asarray(background, dtype=bool))[ok]
     sh = (np.full(len(y), "-") if shapes is None else np.asarray(shapes, dtype=object))[ok]
     grid = np.round(np.arange(0.30, 0.995, 0.01), 2)
-    rates = {float(t): benign_flag_rates(p_bad, bg, sh, float(t)) for t in grid}
+    rates = {float(t): benign_flag_rates(p_bad, bg, sh, float(t), params.shape_rate_cap) for t in grid}
 
     def lowest(target_bg: float, target_shapes: float, floor: float) -> float:
         for t, (r_bg, r_sh) in rates.items():
@@ -746,7 +764,13 @@ def train(
     )
     metrics = heldout_metrics(probs, held, classes, categories, thresholds)
     metrics["heldout_benign_rates"] = heldout_benign_curve(
-        probs, [e.label for e in held], classes, categories, held_bg, [e.shape for e in held]
+        probs,
+        [e.label for e in held],
+        classes,
+        categories,
+        held_bg,
+        [e.shape for e in held],
+        params.shape_rate_cap,
     )
     say("refitting on everything")
     final = _logreg(params, warm=first)

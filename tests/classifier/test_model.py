@@ -263,3 +263,36 @@ def test_leave_shapes_out_split() -> None:
         by_shape[(e.label, e.shape)] = by_shape.get((e.label, e.shape), 0.0) + x
     assert by_shape[("ok", "background_news")] == 200 and by_shape[("fraud", "feedback")] == 30
     assert len({round(v, 9) for (lab, s), v in by_shape.items() if lab == "fraud" and s != "feedback"}) == 1
+
+
+def test_split_holds_out_hard_negatives_in_proportion() -> None:
+    """Whichever seed: the held-out ok shapes are a fixed share of hard negatives and of the rest."""
+    from classifier.generate import Example
+
+    ex = [Example(f"h{s}{i}", "ok", f"hard_negative_{s}") for s in range(10) for i in range(5)]
+    ex += [Example(f"o{s}{i}", "ok", f"chat{s}") for s in range(10) for i in range(5)]
+    ex += [Example(f"f{s}{i}", "fraud", f"shape{s}") for s in range(5) for i in range(5)]
+    for seed in range(6):
+        _, held = m.split_heldout(ex, 0.2, seed=seed)
+        shapes = {e.shape for e in held if e.label == "ok"}
+        assert sum(s.startswith("hard_negative") for s in shapes) == 2, seed
+        assert len(shapes) == 4, seed
+
+
+def test_one_inseparable_shape_does_not_set_the_threshold() -> None:
+    """A held-out benign shape flagged at every threshold counts at most `shape_rate_cap`."""
+    classes, cats = ("fraud", "ok"), ("fraud",)
+    rows, labels, shapes = [], [], []
+    for s in range(10):  # ten benign shapes: nine clean, one flagged at 0.95 throughout
+        for _ in range(20):
+            p = 0.95 if s == 0 else 0.2
+            rows.append([p, 1 - p])
+            labels.append("ok")
+            shapes.append(f"ok{s}")
+    probs = np.array(rows)
+    capped = m.choose_thresholds(probs, labels, classes, cats, m.ModelParams(), [False] * len(rows), shapes)
+    uncapped = m.choose_thresholds(
+        probs, labels, classes, cats, m.ModelParams(shape_rate_cap=1.0), [False] * len(rows), shapes
+    )
+    assert uncapped.review["fraud"] > 0.95
+    assert capped.review["fraud"] == m.ModelParams().review_floor

@@ -106,7 +106,25 @@ UNCHANGED = [
     ("handle_not_pinyin", "@bingdu 你好"),
     ("wxid_not_cue", "wxid_abc12345"),
     ("latin_term_untouched", "k粉"),
+    ("slash_kept_in_paths", "http://a.com/玫瑰"),
 ]
+
+
+# QQ / WeChat emoticon codes pasted as text split words like emoji do (reason, original, expected).
+FACES = [
+    ("qq_slash_face", "兼/玫瑰职", "兼职"),
+    ("qq_em_code", "刷[em]e400105[/em]单", "刷单"),
+    ("wechat_bracket_face", "[捂脸]好的", "好的"),
+    ("faces_rejoin_a_face", "/玫[em]e1[/em]瑰好", "好"),
+    ("one_char_slash_is_an_evasion", "黄/色", "黄色"),
+]
+
+
+@pytest.mark.parametrize(("reason", "original", "expected"), FACES, ids=[r[0] for r in FACES])
+def test_chat_faces_dropped(norm: Normalizer, reason: str, original: str, expected: str) -> None:
+    r = norm.normalize(original)
+    assert r.text == expected == norm.normalize_text(original), reason
+    assert norm.normalize_text(r.text) == r.text
 
 
 @pytest.mark.parametrize(("reason", "original", "expected"), EVASIONS, ids=[r[0] for r in EVASIONS])
