@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,8 @@ class Evidence:
         self._drain_lock = asyncio.Lock()
         self._next_try = 0.0  # monotonic time before which the database is not tried again
         self._keys: dict[int, IncidentKey] = {}  # recent incident ids -> keys, to spool their events
+        # Incidents another process recorded after this moment are its to act on (`handled_elsewhere`).
+        self.started_at = datetime.now(UTC)
 
     def depth(self) -> int:
         """Spooled entries not yet in the database (the metrics gauge reads this)."""
@@ -188,10 +191,27 @@ class Evidence:
             sessionmaker=self.db.sessionmaker, incident_id=incident_id, events=events, strike=strike
         )
 
-    async def action_taken(self, recorded: Recorded) -> bool:
-        """Whether an incident already has an action outcome (else its action is still pending)."""
+    async def handled_elsewhere(self, recorded: Recorded) -> bool:
+        """Whether this handling must not act on an incident it found already recorded.
+
+        Only the handling whose `record` created the incident acts on it. An incident found recorded is
+        left alone when it already has an outcome, or when another live process recorded it after this one
+        started (the same update delivered to two workers at once: that process is acting on it now). An
+        incident recorded before this process started and still without an outcome was left by a crash:
+        this process completes its action (journal replay).
+        """
+        if recorded.created:
+            return False
         if recorded.incident_id is None:
             return True  # spooled earlier in this process: its outcome is spooled after it
         async with self.db.sessionmaker() as session:
             state = await session.get(storage.IncidentState, recorded.incident_id)
-        return state is not None and state.action_taken is not None
+        if state is not None and state.action_taken is not None:
+            return True
+        recorded_at = getattr(recorded.incident, "recorded_at", None)
+        return recorded_at is None or _aware(recorded_at) >= self.started_at
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every time we store is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
