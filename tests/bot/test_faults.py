@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -14,92 +13,36 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultenv import ADMIN, GROUP, fault_env, incident_actions, solicitations
+from admin_harness import shared_model
+from faultenv import ADMIN, fault_env, incident_actions, solicitations
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import storage
-from bot.i18n import t
+from bot.bench_faults import run_telegram_faults
 from bot.journal import JournalingRequest, UpdateJournal
 
-# The issue asks for 2,000; the suite runs 150 to stay quick (~20 s). QINGLANG_FAULTS_N=2000 runs them all.
+# The issue asks for 2,000 (`qinglang bench faults`); the suite runs 150 to stay quick. QINGLANG_FAULTS_N=2000
+# runs them all here.
 FAULT_MESSAGES = int(os.environ.get("QINGLANG_FAULTS_N", "150"))
-
-# What a scripted deleteMessage failure is, and how the incident must end. retries=3: four failures
-# of a retryable kind exhaust them.
-FAULTS = [
-    # name, status, description, consecutive failures, expected (action, kind)
-    ("gone", 400, "Bad Request: message to delete not found", 1, ("delete_failed", "gone")),
-    ("no_rights", 400, "Bad Request: message can't be deleted", 1, ("delete_failed", "no_rights")),
-    (
-        "forbidden",
-        403,
-        "Forbidden: bot was kicked from the supergroup chat",
-        1,
-        ("delete_failed", "forbidden"),
-    ),
-    ("flood", 429, None, 1, ("deleted", None)),  # retry_after=1: waited, then retried
-    ("flood_too_long", 429, None, 1, ("delete_failed", "flood")),  # retry_after=5 > the bound: give up
-    ("5xx", 500, None, 3, ("deleted", None)),
-    ("5xx_exhausted", 502, None, 4, ("delete_failed", "network")),
-]
 
 
 async def test_telegram_errors_every_incident_ends_once(tmp_path: Path) -> None:
-    texts = solicitations()
-    rng = random.Random(20240605)
     # This test is about Telegram's answers, not the disk: on tmpfs when there is one (fsync is ~free).
     shm = Path("/dev/shm")
     where = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() else tmp_path
-    url = f"sqlite+aiosqlite:///{where / 'q.db'}"
-    expected: dict[int, tuple[str, str | None]] = {}
-    async with fault_env(
-        url, telegram_retries=3, telegram_backoff_seconds=0.01, max_retry_after_seconds=2
-    ) as env:
-        # Besides the scripted delete failures, 20% of every other answer the bot gets fails (5xx).
-        env.emu.fail_randomly(["sendMessage", "restrictChatMember"], 0.2, seed=7, statuses=(500, 502))
-        for i in range(FAULT_MESSAGES):
-            sender = 50_000 + i  # one strike each: no mutes in the way of the delete outcome
-            env.emu.add_user(sender, f"推广{i}")
-            update = env.say(texts[i % len(texts)], sender)
-            message_id = update["message"]["message_id"]
-            expected[message_id] = ("deleted", None)
-            if rng.random() < 0.2:
-                name, status, description, times, outcome = rng.choice(FAULTS)
-                retry_after = (5 if name == "flood_too_long" else 1) if status == 429 else None
-                env.emu.fail(
-                    "deleteMessage",
-                    status,
-                    description,
-                    retry_after=retry_after,
-                    times=times,
-                )
-                expected[message_id] = outcome
-            await env.deliver(update)
-        assert env.errors == []
-        engine = env.services.db.engine
-        actions = await incident_actions(engine)
-        verified = await storage.verify_database(engine)
-        deletes = env.emu.calls("deleteMessage")
-        rights_warnings = [
-            m for m in env.emu.sent(GROUP) if m.get("text") == t("rights.missing_delete", "zh")
-        ]
-
-    assert verified.ok, verified.problems
-    assert sorted(actions) == sorted(expected), "exactly one incident per solicitation"
-    kinds: dict[tuple[str, str | None], int] = {}
-    for message_id, events in actions.items():
-        assert len(events) == 1, f"message {message_id}: {events}"
-        (value, detail) = events[0]
-        want_value, want_kind = expected[message_id]
-        assert value == want_value, (message_id, events, expected[message_id])
-        if value == "delete_failed":
-            assert detail["error"] and detail["kind"] == want_kind, detail
-        kinds[(value, detail.get("kind"))] = kinds.get((value, detail.get("kind")), 0) + 1
-        ok = [c for c in deletes if int(c.params["message_id"]) == message_id and c.error is None]
-        assert len(ok) == (1 if value == "deleted" else 0), f"message {message_id} deleted {len(ok)} times"
-    assert len(kinds) == 6, f"every outcome kind met: {kinds}"
-    # 403 / no rights: the chat is told once per process, however many deletes fail.
-    assert len(rights_warnings) <= 1
+    try:
+        run = await run_telegram_faults(
+            messages=FAULT_MESSAGES,
+            database_url=f"sqlite+aiosqlite:///{where / 'q.db'}",
+            classifier=shared_model(),
+        )
+    finally:
+        if where != tmp_path:
+            shutil.rmtree(where, ignore_errors=True)
+    assert run.problems() == [], run.problems()
+    assert run.incidents == FAULT_MESSAGES and sum(run.outcomes.values()) == FAULT_MESSAGES
+    assert len(run.outcomes) == 6, f"every outcome kind met: {run.outcomes}"
+    assert run.random_failures > 0, "a fifth of the other answers failed"
 
 
 async def test_flood_control_waits_retry_after(tmp_path: Path) -> None:
