@@ -82,10 +82,15 @@ class Recorded:
 class Evidence:
     """Records incidents and their events in the database, falling back to the spool."""
 
-    def __init__(self, db: storage.Database, spool: Spool, *, retry_seconds: float = 1.0) -> None:
+    def __init__(
+        self, db: storage.Database, spool: Spool, *, retry_seconds: float = 1.0, lock_timeout: float = 1.0
+    ) -> None:
         self.db = db
         self.spool = spool
         self.retry_seconds = retry_seconds
+        # A SQLite file locked by another writer (a long purge, a backup) counts as unavailable after
+        # this many seconds, not after the 30 s busy timeout: the message waits for its evidence.
+        self.lock_timeout = lock_timeout
         self._drain_lock = asyncio.Lock()
         self._next_try = 0.0  # monotonic time before which the database is not tried again
         self._keys: dict[int, IncidentKey] = {}  # recent incident ids -> keys, to spool their events
@@ -106,7 +111,9 @@ class Evidence:
             return 0
         async with self._drain_lock:
             try:
-                done = await replay_spool(spool=self.spool, sessionmaker=self.db.sessionmaker)
+                done = await replay_spool(
+                    spool=self.spool, sessionmaker=self.db.sessionmaker, lock_timeout=self.lock_timeout
+                )
             except Exception as exc:
                 if not is_database_unavailable(exc):
                     raise
@@ -131,7 +138,7 @@ class Evidence:
         if await self._database_first():
             try:
                 row, created = await storage.record_incident(
-                    sessionmaker=self.db.sessionmaker, incident=incident
+                    sessionmaker=self.db.sessionmaker, incident=incident, lock_timeout=self.lock_timeout
                 )
                 recorded = Recorded(key, created=created, incident_id=row.id, incident=row)
                 self.remember(recorded)
@@ -188,7 +195,11 @@ class Evidence:
     ) -> int:
         # One durable transaction for the outcome, its report entry and the strike.
         return await storage.append_events(
-            sessionmaker=self.db.sessionmaker, incident_id=incident_id, events=events, strike=strike
+            sessionmaker=self.db.sessionmaker,
+            incident_id=incident_id,
+            events=events,
+            strike=strike,
+            lock_timeout=self.lock_timeout,
         )
 
     async def handled_elsewhere(self, recorded: Recorded) -> bool:

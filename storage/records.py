@@ -190,12 +190,16 @@ async def _find_incident(
 
 
 async def record_incident(
-    *, sessionmaker: async_sessionmaker[AsyncSession], incident: NewIncident
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    incident: NewIncident,
+    lock_timeout: float | None = None,
 ) -> tuple[Incident, bool]:
     """Append an incident to its chat's chain and commit. Returns (incident, created).
 
     Idempotent on (chat_id, message_id, edit_date): the same update delivered twice yields one incident
-    (the second call returns the first row with created=False).
+    (the second call returns the first row with created=False). `lock_timeout`: on a SQLite file, seconds
+    to wait for another writer's lock before raising "database is locked" (None: the 30 s busy timeout).
     """
     values = _incident_values(incident)
     engine = sessionmaker.kw.get("bind")
@@ -203,7 +207,7 @@ async def record_incident(
         if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql":
             new_id, created = await fastpath.record_postgres(engine, values)
         elif isinstance(engine, AsyncEngine) and (writer := fastpath.sqlite_writer(engine)) is not None:
-            new_id, created = await writer.record(values)
+            new_id, created = await writer.record(values, lock_timeout)
         else:
             new_id, created = await _record_incident_session(sessionmaker, values)
     except (IntegrityError, sqlite3.IntegrityError, *_pg_integrity_errors()) as exc:
@@ -342,10 +346,11 @@ async def append_events(
     incident_id: int,
     events: Sequence[tuple[str, str, str, str | Mapping[str, Any] | None]],
     strike: tuple[int, float] | None = None,
+    lock_timeout: float | None = None,
 ) -> int:
     """Append events (kind, value, actor, detail) to an incident and, optionally, its strike
     (user id, window seconds), in one transaction that commits itself. Returns the user's strikes in
-    the window (0 without a strike).
+    the window (0 without a strike). `lock_timeout` as for `record_incident`.
 
     The bot's outcome path: on a file-backed SQLite or PostgreSQL engine it is one raw transaction
     (storage/fastpath.py), otherwise `append_event` and `add_strike` in one session.
@@ -358,7 +363,7 @@ async def append_events(
     if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql":
         return await fastpath.append_postgres(engine, incident_id, specs, strike)
     if isinstance(engine, AsyncEngine) and (writer := fastpath.sqlite_writer(engine)) is not None:
-        return await fastpath.append_sqlite(engine, writer, incident_id, specs, strike)
+        return await fastpath.append_sqlite(engine, writer, incident_id, specs, strike, lock_timeout)
     strikes = 0
     async with sessionmaker.begin() as session:
         for kind, value, actor, detail, _ in specs:

@@ -3,6 +3,7 @@ away and comes back. (Crashes: test_crash.py; bad updates: test_bad_updates.py.)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -67,6 +68,54 @@ async def test_same_update_twice_is_one_incident_and_one_action(tmp_path: Path) 
         actions = await incident_actions(env.services.db.engine)
         assert list(actions.values()) == [[("deleted", actions[update["message"]["message_id"]][0][1])]]
         assert env.errors == []
+
+
+async def test_locked_sqlite_spools_within_seconds_then_replays_in_order(tmp_path: Path) -> None:
+    import sqlite3
+    import time
+
+    texts = solicitations()
+    db_file = tmp_path / "q.db"
+    sent: list[int] = []
+    async with fault_env(
+        f"sqlite+aiosqlite:///{db_file}", spool_dir=tmp_path / "spool", spool_retry_seconds=0.2
+    ) as env:
+
+        async def say(i: int) -> None:
+            update = env.say(texts[i % len(texts)], 71_000 + i)
+            sent.append(update["message"]["message_id"])
+            await env.deliver(update)
+
+        await say(0)
+        holder = sqlite3.connect(db_file, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # locked, not down: another writer holds it
+        try:
+            started = time.monotonic()
+            for i in (1, 2, 3):
+                await say(i)
+            locked_seconds = time.monotonic() - started
+            assert env.services.spool_depth() >= 3, "incidents spooled while the file was locked"
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        # Each message waits about lock_timeout (1 s) for its evidence, not the 30 s busy timeout.
+        assert locked_seconds < 10, locked_seconds
+        await asyncio.sleep(0.3)  # past spool_retry_seconds: the next message tries the database again
+        await say(4)  # the spool drains first, in order, then this one goes to the database
+        assert env.services.spool_depth() == 0
+        assert [o.status for o in env.outcomes] == ["deleted"] * 5
+        assert env.errors == []
+        engine = env.services.db.engine
+        verified = await storage.verify_database(engine)
+        actions = await incident_actions(engine)
+        async with engine.connect() as conn:
+            from sqlalchemy import text
+
+            rows = await conn.execute(text("select message_id from incidents order by seq"))
+            order = rows.scalars().all()
+    assert verified.ok, verified.problems
+    assert list(order) == sent, "replayed in the order the messages came"
+    assert all([v for v, _ in events] == ["deleted"] for events in actions.values())
 
 
 class _Batches:
