@@ -584,6 +584,21 @@ async def _bench(
     return runs
 
 
+def cpu_ceiling(one: WorkersRun, two: WorkersRun, cores: int) -> tuple[float, float]:
+    """Updates/s that CPU alone allows: (1 worker, 2 workers), from the CPU each run spent per update.
+
+    One worker is one sequential process: at best it has a core to itself. Two workers, the emulator,
+    the load generator and PostgreSQL share every core: at best they keep them all busy.
+    """
+    ms = two.cpu_ms_per_update
+    others = ms(two.cpu_driver) + ms(two.cpu_postgres)  # the emulator, the load generator, PostgreSQL
+    worker_one = one.cpu_ms_per_update(one.cpu_workers)
+    if not worker_one or not two.cpu_workers:  # no /proc: nothing measured
+        return 0.0, 0.0
+    ceiling_one = min(1000 / worker_one, 1000 * cores / (worker_one + others))
+    return ceiling_one, 1000 * cores / (ms(two.cpu_workers) + others)
+
+
 def run_bench_workers(
     *, postgres_url: str, updates: int, concurrency: int, time_limit: float, check_updates: int
 ) -> int:
@@ -593,7 +608,11 @@ def run_bench_workers(
     one, two = by["1 worker"], by["2 workers"]
     gain = two.updates_per_s / one.updates_per_s - 1 if one.updates_per_s else 0.0
     checked = by.get("2 workers, checked")
-    click.echo(f"{'run':<20} {'updates':>8} {'seconds':>8} {'updates/s':>10}  checks")
+    cores = os.cpu_count() or 1
+    click.echo(
+        f"{'run':<20} {'updates':>8} {'seconds':>8} {'updates/s':>10}"
+        f"  {'CPU ms/update: workers':>22} {'driver':>6} {'pg':>5}  {'busy cores':>10}  checks"
+    )
     for name, run in runs:
         checks = ""
         if run.verify_exit is not None:
@@ -603,23 +622,50 @@ def run_bench_workers(
                 f" ({run.incidents} incidents, {run.solicitations} solicitations,"
                 f" {run.duplicates} duplicates, {run.batches} batches)"
             )
-        click.echo(f"{name:<20} {run.updates:>8} {run.seconds:>8.1f} {run.updates_per_s:>10.0f}  {checks}")
-    click.echo(f"second worker adds {gain:+.0%} (target >= +60%; {os.cpu_count()} CPU cores shared by all)")
+        ms = run.cpu_ms_per_update
+        busy = run.cpu_machine / run.seconds if run.seconds else 0.0
+        click.echo(
+            f"{name:<20} {run.updates:>8} {run.seconds:>8.1f} {run.updates_per_s:>10.0f}"
+            f"  {ms(run.cpu_workers):>22.2f} {ms(run.cpu_driver):>6.2f} {ms(run.cpu_postgres):>5.2f}"
+            f"  {busy:>5.2f} of {cores}  {checks}"
+        )
+    ceiling_one, ceiling_two = cpu_ceiling(one, two, cores)
+    ceiling_gain = ceiling_two / ceiling_one - 1 if ceiling_one else 0.0
+    click.echo(f"second worker adds {gain:+.0%} (target >= +60%; {cores} CPU cores shared by all)")
+    click.echo(
+        f"CPU ceiling from the CPU spent per update: 1 worker {ceiling_one:.0f}/s (its own core),"
+        f" 2 workers {ceiling_two:.0f}/s (all cores, emulator and PostgreSQL included): at most"
+        f" {ceiling_gain:+.0%}; busy cores above include other processes on the machine"
+    )
     ok = checked is None or not checked.problems()
     figures = {
         "bench": "workers",
-        "cpu_cores": os.cpu_count(),
+        "cpu_cores": cores,
+        "load_average": round(os.getloadavg()[0], 2),
         "concurrency": concurrency,
         "updates": updates,
         "one_worker_updates_per_s": round(one.updates_per_s, 1),
         "two_workers_updates_per_s": round(two.updates_per_s, 1),
         "second_worker_gain": round(gain, 3),
         "gain_target_met": gain >= 0.6,
+        "cpu_ms_per_update": {
+            name.replace(" ", "_").replace(",", ""): {
+                "workers": round(run.cpu_ms_per_update(run.cpu_workers), 3),
+                "driver": round(run.cpu_ms_per_update(run.cpu_driver), 3),
+                "postgres": round(run.cpu_ms_per_update(run.cpu_postgres), 3),
+                "machine": round(run.cpu_ms_per_update(run.cpu_machine), 3),
+            }
+            for name, run in runs
+        },
+        "cpu_ceiling_one_worker_updates_per_s": round(ceiling_one, 1),
+        "cpu_ceiling_two_workers_updates_per_s": round(ceiling_two, 1),
+        "cpu_ceiling_gain": round(ceiling_gain, 3),
         "checked_updates": checked.updates if checked else 0,
         "checked_updates_per_s": round(checked.updates_per_s, 1) if checked else None,
         "checked_incidents": checked.incidents if checked else None,
         "checked_duplicates": checked.duplicates if checked else None,
         "checked_incidents_twice": checked.incidents_twice if checked else None,
+        "checked_deletes_repeated": checked.deletes_repeated if checked else None,
         "checked_solicitations_missing": checked.solicitations_missing if checked else None,
         "checked_verify_exit": checked.verify_exit if checked else None,
         "checked_batches": checked.batches if checked else None,

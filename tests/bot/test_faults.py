@@ -118,6 +118,46 @@ async def test_locked_sqlite_spools_within_seconds_then_replays_in_order(tmp_pat
     assert all([v for v, _ in events] == ["deleted"] for events in actions.values())
 
 
+async def test_incident_found_recorded_is_acted_on_only_if_left_by_a_crash(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    text = solicitations()[0]
+    async with fault_env(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}") as env:
+        evidence = env.services.evidence
+
+        async def recorded_elsewhere(update: dict[str, Any]) -> None:
+            msg = update["message"]
+            await storage.record_incident(
+                sessionmaker=env.services.db.sessionmaker,
+                incident=storage.NewIncident(
+                    chat_id=msg["chat"]["id"],
+                    message_id=msg["message_id"],
+                    message_date=datetime.fromtimestamp(msg["date"], UTC),
+                    category="fraud",
+                    score=0.99,
+                    suggested_action="delete",
+                ),
+            )
+
+        # Another live worker recorded it a moment ago and is acting on it: leave it.
+        busy = env.say(text, 72_001)
+        await recorded_elsewhere(busy)
+        await env.deliver(busy)
+        assert env.outcomes[-1].status == "duplicate"
+        assert env.emu.calls("deleteMessage") == []
+
+        # Recorded before this process started, never acted on (a crash): complete it.
+        left = env.say(text, 72_002)
+        await recorded_elsewhere(left)
+        evidence.started_at = datetime.now(UTC)  # as if this process started after that crash
+        await env.deliver(left)
+        assert env.outcomes[-1].status == "deleted" and env.outcomes[-1].extra.get("resumed")
+        assert [int(c.params["message_id"]) for c in env.emu.calls("deleteMessage")] == [
+            left["message"]["message_id"]
+        ]
+        assert env.errors == []
+
+
 class _Batches:
     """A getUpdates client answering the same batch every time (Telegram after a restart)."""
 
