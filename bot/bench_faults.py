@@ -52,12 +52,6 @@ FAULTS: list[tuple[str, int, str | None, int, int | None, tuple[str, str | None]
     ("5xx", 500, None, 3, None, ("deleted", None)),
     ("5xx_exhausted", 502, None, 4, None, ("delete_failed", "network")),
 ]
-SETTINGS = {
-    "telegram_retries": 3,
-    "telegram_backoff_seconds": 0.01,
-    "max_retry_after_seconds": 2,
-    "notice_min_interval_seconds": 0,
-}
 
 
 @dataclass
@@ -130,7 +124,10 @@ async def run_telegram_faults(
         telegram_token=TOKEN,  # type: ignore[arg-type]
         database_url=database_url,
         _env_file=None,  # type: ignore[call-arg]
-        **SETTINGS,
+        telegram_retries=3,
+        telegram_backoff_seconds=0.01,
+        max_retry_after_seconds=2,
+        notice_min_interval_seconds=0,
     )
     app = build_application(
         config, request=emu.request(), get_updates_request=emu.request(), classifier=classifier
@@ -167,18 +164,20 @@ async def run_telegram_faults(
         for update in updates:
             await app.process_update(Update.de_json(update, app.bot))
         run.seconds = time.monotonic() - start
-        engine = app.bot_data.services.db.engine
+        services = app.bot_data.services
+        assert services is not None  # post_init built them
+        engine = services.db.engine
         run.verify_ok = (await storage.verify_database(engine)).ok
         async with engine.connect() as conn:
-            incidents = dict((await conn.execute(text("select id, message_id from incidents"))).all())
-            events = (
-                await conn.execute(
-                    text(
-                        "select incident_id, value, detail from incident_events"
-                        " where kind = 'action' order by seq"
-                    )
+            rows = await conn.execute(text("select id, message_id from incidents"))
+            incidents: dict[int, int] = {int(i): int(m) for i, m in rows.all()}
+            result = await conn.execute(
+                text(
+                    "select incident_id, value, detail from incident_events"
+                    " where kind = 'action' order by seq"
                 )
-            ).all()
+            )
+            events = list(result.all())
     finally:
         await app.shutdown()
         if app.post_shutdown is not None:

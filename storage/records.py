@@ -27,6 +27,7 @@ from storage.models import (
     IncidentState,
     Strike,
     TrainingExample,
+    table_of,
 )
 from storage.types import as_utc
 
@@ -165,13 +166,13 @@ async def _advance_head(session: AsyncSession, chat_id: int, seq: int, digest: s
     now = utcnow()
     if exists:
         await session.execute(
-            update(ChainHead.__table__)
-            .where(ChainHead.__table__.c.chat_id == chat_id)
+            update(table_of(ChainHead))
+            .where(table_of(ChainHead).c.chat_id == chat_id)
             .values(last_seq=seq, last_hash=digest, updated_at=now)
         )
     else:
         await session.execute(
-            insert(ChainHead.__table__).values(
+            insert(table_of(ChainHead)).values(
                 chat_id=chat_id, last_seq=seq, last_hash=digest, updated_at=now
             )
         )
@@ -203,6 +204,11 @@ async def record_incident(
     """
     values = _incident_values(incident)
     engine = sessionmaker.kw.get("bind")
+    integrity: tuple[type[BaseException], ...] = (
+        IntegrityError,
+        sqlite3.IntegrityError,
+        *_pg_integrity_errors(),
+    )
     try:
         if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql":
             new_id, created = await fastpath.record_postgres(engine, values)
@@ -210,7 +216,7 @@ async def record_incident(
             new_id, created = await writer.record(values, lock_timeout)
         else:
             new_id, created = await _record_incident_session(sessionmaker, values)
-    except (IntegrityError, sqlite3.IntegrityError, *_pg_integrity_errors()) as exc:
+    except integrity as exc:
         # Two writers raced on the same message past the chain lock (only if the lock is bypassed):
         # the row that won is the incident.
         async with sessionmaker() as session:
@@ -234,7 +240,7 @@ async def _record_incident_session(
 ) -> tuple[int, bool]:
     """The portable path (any engine SQLAlchemy supports), used where the fast path does not apply."""
     chat_id = values["chat_id"]
-    table = Incident.__table__
+    table = table_of(Incident)
     async with sessionmaker() as session, session.begin():
         await _lock_chain(session, chat_id)
         existing_id = (
@@ -448,7 +454,7 @@ async def get_chat_settings(
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-    await session.execute(dialect_insert(ChatSettings.__table__).values(**values).on_conflict_do_nothing())
+    await session.execute(dialect_insert(table_of(ChatSettings)).values(**values).on_conflict_do_nothing())
     settings = await session.get(ChatSettings, chat_id, populate_existing=True)
     assert settings is not None
     return settings
