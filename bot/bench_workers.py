@@ -210,6 +210,9 @@ def _spawn_worker(i: int, *, port: int, base_url: str, token: str, db_url: str, 
         "QINGLANG_METRICS_PORT": "0",
         "QINGLANG_AUTO_UPGRADE_DATABASE": "false",
         "QINGLANG_LOG_LEVEL": "WARNING",
+        # Deletion notices outlive the run: a notice-removal job still running when the worker is stopped
+        # is cancelled by PTB's JobQueue, which logs a traceback that would read as a worker error.
+        "QINGLANG_NOTICE_TTL_SECONDS": "3600",
         "PYTHONUNBUFFERED": "1",
     }
     cmd = [
