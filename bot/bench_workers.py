@@ -74,16 +74,25 @@ class WorkersRun:
     incidents: int = 0
     incidents_twice: int = 0  # (chat, message, edit) with more than one incident: must be 0
     solicitations_missing: int = 0  # solicitations without an incident: must be 0
-    deletes_repeated: int = 0  # messages deleteMessage was asked for more than once (information)
+    deletes_repeated: int = 0  # messages deleteMessage was asked for more than once: must be 0
     verify_exit: int | None = None
     batches: int = 0
     batch_overlaps: int = 0  # incidents claimed by two batches: must be 0
     queued_unclaimed: int = 0  # queued for a report but in no batch after the final drain: must be 0
     worker_errors: list[str] = field(default_factory=list)
+    # CPU seconds spent during the timed window (Linux /proc; 0 elsewhere): where the cores went.
+    cpu_workers: float = 0.0  # all worker processes together
+    cpu_driver: float = 0.0  # this process: the emulator (Bot API) and the load generator
+    cpu_postgres: float = 0.0  # every process named postgres on the machine
+    cpu_machine: float = 0.0  # every core, every process (other engineers' work included)
 
     @property
     def updates_per_s(self) -> float:
         return self.updates / self.seconds if self.seconds else 0.0
+
+    def cpu_ms_per_update(self, seconds: float) -> float:
+        """CPU milliseconds per update, of `seconds` of CPU spent in the window."""
+        return 1000 * seconds / self.updates if self.updates else 0.0
 
     def problems(self) -> list[str]:
         """What went wrong; empty when every promise held."""
@@ -96,10 +105,71 @@ class WorkersRun:
             out.append(f"qinglang verify exited {self.verify_exit}")
         if self.batch_overlaps:
             out.append(f"{self.batch_overlaps} incidents in two report batches")
+        if self.deletes_repeated:
+            out.append(f"{self.deletes_repeated} messages deleted more than once")
         if self.queued_unclaimed:
             out.append(f"{self.queued_unclaimed} queued incidents in no batch")
         out.extend(self.worker_errors)
         return out
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of one process so far; 0 if it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() == "postgres":
+                    pids.append(int(entry))
+    return pids
+
+
+def _machine_busy() -> float:
+    """CPU seconds every core spent busy since boot (all of /proc/stat's cpu line but idle and iowait)."""
+    try:
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    return (sum(values[:8]) - values[3] - values[4]) / _TICK
+
+
+@dataclass
+class CpuSnapshot:
+    """CPU seconds so far of the workers, this process, the PostgreSQL processes and the machine."""
+
+    workers: float
+    driver: float
+    postgres: dict[int, float]
+    machine: float
+
+    @classmethod
+    def take(cls, procs: list[Any]) -> CpuSnapshot:
+        return cls(
+            workers=sum(_proc_cpu(p.pid) for p in procs),
+            driver=time.process_time(),
+            postgres={pid: _proc_cpu(pid) for pid in _postgres_pids()},
+            machine=_machine_busy(),
+        )
+
+    def spent_since(self, before: CpuSnapshot, run: WorkersRun) -> None:
+        run.cpu_workers = self.workers - before.workers
+        run.cpu_driver = self.driver - before.driver
+        # backends started during the window count from zero
+        run.cpu_postgres = sum(t - before.postgres.get(pid, 0.0) for pid, t in self.postgres.items())
+        run.cpu_machine = self.machine - before.machine
 
 
 def _free_port() -> int:
@@ -140,6 +210,9 @@ def _spawn_worker(i: int, *, port: int, base_url: str, token: str, db_url: str, 
         "QINGLANG_METRICS_PORT": "0",
         "QINGLANG_AUTO_UPGRADE_DATABASE": "false",
         "QINGLANG_LOG_LEVEL": "WARNING",
+        # Deletion notices outlive the run: a notice-removal job still running when the worker is stopped
+        # is cancelled by PTB's JobQueue, which logs a traceback that would read as a worker error.
+        "QINGLANG_NOTICE_TTL_SECONDS": "3600",
         "PYTHONUNBUFFERED": "1",
     }
     cmd = [
@@ -241,6 +314,58 @@ async def _batcher(
         await asyncio.sleep(0.05)
 
 
+@dataclass
+class Workers:
+    """Running webhook workers: the emulator they call, their ports and processes."""
+
+    emu: Any
+    ports: list[int]
+    procs: list[Any]
+    workdir: Path
+    errors: list[str] = field(default_factory=list)  # filled when they stop: what their logs show
+
+    async def post(self, worker: int, update: dict[str, Any]) -> int:
+        """POST one update to one worker on a fresh connection; the HTTP status."""
+        poster = Poster(self.ports[worker])
+        try:
+            return await poster.post(json.dumps(update, ensure_ascii=False).encode())
+        finally:
+            poster.close()
+
+
+@contextlib.asynccontextmanager
+async def serve_workers(*, db_url: str, n_workers: int, workdir: Path) -> AsyncIterator[Workers]:
+    """The emulator (chats in CHATS, owned by OWNER) and `n_workers` listening webhook workers on `db_url`
+    (schema upgraded here); the workers are stopped on exit and their logs checked into `errors`."""
+    import storage
+    from bot.emulator import Emulator
+
+    await asyncio.to_thread(storage.upgrade_database, db_url)
+    emu = Emulator()
+    emu.add_user(OWNER, "群主")
+    for chat in CHATS:
+        emu.add_chat(chat, f"workers {chat}", owner=OWNER)
+    workers = Workers(emu=emu, ports=[_free_port() for _ in range(n_workers)], procs=[], workdir=workdir)
+    try:
+        async with emu.serve() as base_url:
+            for i, port in enumerate(workers.ports):
+                workers.procs.append(
+                    _spawn_worker(
+                        i, port=port, base_url=base_url, token=emu.token, db_url=db_url, workdir=workdir
+                    )
+                )
+            for port, proc in zip(workers.ports, workers.procs, strict=True):
+                await _wait_listening(port, proc)
+            yield workers
+    finally:
+        for proc in workers.procs:
+            await _stop(proc)
+        for i, proc in enumerate(workers.procs):
+            text = (workdir / f"worker-{i}.log").read_text(errors="replace")
+            if "Traceback" in text or " ERROR " in text or proc.returncode not in (0, -signal.SIGINT):
+                workers.errors.append(f"worker {i} (exit {proc.returncode}) logged errors:\n{text[-1500:]}")
+
+
 async def run_workers(
     *,
     db_url: str,
@@ -256,123 +381,130 @@ async def run_workers(
 ) -> WorkersRun:
     """Start `n_workers` webhook workers on `db_url` (schema upgraded here), post `updates`, check."""
     import storage
-    from bot.emulator import Emulator
 
-    await asyncio.to_thread(storage.upgrade_database, db_url)
-    emu = Emulator()
-    emu.add_user(OWNER, "群主")
-    for chat in CHATS:
-        emu.add_chat(chat, f"workers {chat}", owner=OWNER)
-    ports = [_free_port() for _ in range(n_workers)]
     db = await storage.open_database(db_url)
-    procs: list[Any] = []
     try:
-        async with emu.serve() as base_url:
-            for i, port in enumerate(ports):
-                procs.append(
-                    _spawn_worker(
-                        i, port=port, base_url=base_url, token=emu.token, db_url=db_url, workdir=workdir
-                    )
-                )
-            for port, proc in zip(ports, procs, strict=True):
-                await _wait_listening(port, proc)
-
-            # The traffic, built before the clock starts: (update_id, body, worker indexes).
-            spam_every = max(1, round(1 / spam_share)) if spam_share else 0
-            spam: set[tuple[int, int]] = set()
-            queues: list[list[bytes]] = [[] for _ in ports]
-            duplicates = 0
-            for k in range(updates):
-                update_id = 100_000 + k
-                chat = CHATS[k % len(CHATS)]
-                if spam_every and k % spam_every == spam_every - 1:
-                    text, user = SPAM[(k // spam_every) % len(SPAM)], SPAMMERS[k % len(SPAMMERS)]
-                else:
-                    text, user = CLEAN[k % len(CLEAN)], MEMBERS[k % len(MEMBERS)]
-                message = emu.message(chat, user, text, push=False)
-                if user in SPAMMERS:
-                    spam.add((chat, message["message_id"]))
-                body = json.dumps({"update_id": update_id, "message": message}, ensure_ascii=False).encode()
-                target = update_id % n_workers
-                queues[target].append(body)
-                if duplicate_every and k % duplicate_every == 0:
-                    # Delivered twice: to the other worker (or again to the only one).
-                    queues[(target + 1) % n_workers].append(body)
-                    duplicates += 1
-
-            claimed: list[list[int]] = []
-            stop_batching = asyncio.Event()
-            batch_tasks = [
-                asyncio.create_task(_batcher(db, f"batcher-{b}", claimed, stop_batching))
-                for b in range(batchers)
-            ]
-
-            posted = 0
-            rejected = 0
-            start = time.monotonic()
-            deadline = start + time_limit
-
-            async def connection(w: int) -> None:
-                nonlocal posted, rejected
-                poster = Poster(ports[w])
-                try:
-                    while queues[w] and time.monotonic() < deadline:
-                        body = queues[w].pop(0)
-                        if await poster.post(body) == 200:
-                            posted += 1
-                        else:
-                            rejected += 1
-                finally:
-                    poster.close()
-
-            per_worker = max(1, concurrency // n_workers)
-            await asyncio.gather(*(connection(w) for w in range(n_workers) for _ in range(per_worker)))
-            unsent = sum(len(q) for q in queues)
-
-            # A sentinel solicitation per worker, after all its other updates: deleted = worker done.
-            sentinels = []
-            for w, port in enumerate(ports):
-                message = emu.message(CHATS[0], SENTINEL_USER, SPAM[0], push=False)
-                body = json.dumps({"update_id": 900_000 + w, "message": message}, ensure_ascii=False).encode()
-                poster = Poster(port)
-                await poster.post(body)
-                poster.close()
-                sentinels.append(message["message_id"])
-            await emu.wait_for(
-                lambda: all(emu.is_deleted(CHATS[0], m) for m in sentinels), timeout=max(120.0, updates / 20)
+        async with serve_workers(db_url=db_url, n_workers=n_workers, workdir=workdir) as workers:
+            run = await _drive(
+                workers,
+                db,
+                db_url=db_url,
+                updates=updates,
+                spam_share=spam_share,
+                duplicate_every=duplicate_every,
+                concurrency=concurrency,
+                time_limit=time_limit,
+                batchers=batchers,
+                check=check,
             )
-            end = max(emu.deleted_at(CHATS[0], m) or 0.0 for m in sentinels)
-            stop_batching.set()
-            await asyncio.gather(*batch_tasks)
-
-            run = WorkersRun(
-                workers=n_workers,
-                updates=updates - unsent,
-                posts=posted,
-                duplicates=duplicates,
-                seconds=end - start,
-                solicitations=len(spam),
-            )
-            if rejected:
-                run.worker_errors.append(f"{rejected} POSTs not answered 200")
-            if unsent:
-                run.worker_errors.append(f"time limit: {unsent} updates not sent")
-            deletes: dict[tuple[int, int], int] = {}
-            for call in emu.calls("deleteMessage"):
-                key = (int(call.params["chat_id"]), int(call.params["message_id"]))
-                deletes[key] = deletes.get(key, 0) + 1
-            run.deletes_repeated = sum(1 for n in deletes.values() if n > 1)
-            if check:
-                await _check(run, db, spam=spam if not unsent else set(), claimed=claimed, batchers=batchers)
-                run.verify_exit = await _verify(db_url, workdir)
     finally:
-        for proc in procs:
-            await _stop(proc)
         await db.close()
-    for i, proc in enumerate(procs):
-        text = (workdir / f"worker-{i}.log").read_text(errors="replace")
-        if "Traceback" in text or " ERROR " in text or proc.returncode not in (0, -signal.SIGINT):
-            run.worker_errors.append(f"worker {i} (exit {proc.returncode}) logged errors:\n{text[-1500:]}")
+    run.worker_errors.extend(workers.errors)
+    return run
+
+
+async def _drive(
+    workers: Workers,
+    db: Any,
+    *,
+    db_url: str,
+    updates: int,
+    spam_share: float,
+    duplicate_every: int,
+    concurrency: int,
+    time_limit: float,
+    batchers: int,
+    check: bool,
+) -> WorkersRun:
+    emu, ports, procs, n_workers = workers.emu, workers.ports, workers.procs, len(workers.ports)
+    # The traffic, built before the clock starts: each worker's queue of update bodies.
+    spam_every = max(1, round(1 / spam_share)) if spam_share else 0
+    spam: set[tuple[int, int]] = set()
+    queues: list[list[bytes]] = [[] for _ in ports]
+    duplicates = 0
+    for k in range(updates):
+        update_id = 100_000 + k
+        chat = CHATS[k % len(CHATS)]
+        if spam_every and k % spam_every == spam_every - 1:
+            text, user = SPAM[(k // spam_every) % len(SPAM)], SPAMMERS[k % len(SPAMMERS)]
+        else:
+            text, user = CLEAN[k % len(CLEAN)], MEMBERS[k % len(MEMBERS)]
+        message = emu.message(chat, user, text, push=False)
+        if user in SPAMMERS:
+            spam.add((chat, message["message_id"]))
+        body = json.dumps({"update_id": update_id, "message": message}, ensure_ascii=False).encode()
+        target = update_id % n_workers
+        queues[target].append(body)
+        if duplicate_every and k % duplicate_every == 0:
+            # Delivered twice: to the other worker (or again to the only one).
+            queues[(target + 1) % n_workers].append(body)
+            duplicates += 1
+    for queue in queues:
+        queue.reverse()  # popped from the end: oldest first
+
+    claimed: list[list[int]] = []
+    stop_batching = asyncio.Event()
+    batch_tasks = [
+        asyncio.create_task(_batcher(db, f"batcher-{b}", claimed, stop_batching)) for b in range(batchers)
+    ]
+
+    posted = 0
+    rejected = 0
+    cpu_before = CpuSnapshot.take(procs)
+    start = time.monotonic()
+    deadline = start + time_limit
+
+    async def connection(w: int) -> None:
+        nonlocal posted, rejected
+        poster = Poster(ports[w])
+        try:
+            while queues[w] and time.monotonic() < deadline:
+                if await poster.post(queues[w].pop()) == 200:
+                    posted += 1
+                else:
+                    rejected += 1
+        finally:
+            poster.close()
+
+    per_worker = max(1, concurrency // n_workers)
+    await asyncio.gather(*(connection(w) for w in range(n_workers) for _ in range(per_worker)))
+    unsent = sum(len(q) for q in queues)
+
+    # A sentinel solicitation per worker, after all its other updates: deleted = worker done.
+    sentinels = []
+    for w in range(n_workers):
+        message = emu.message(CHATS[0], SENTINEL_USER, SPAM[0], push=False)
+        await workers.post(w, {"update_id": 900_000 + w, "message": message})
+        sentinels.append(message["message_id"])
+    await emu.wait_for(
+        lambda: all(emu.is_deleted(CHATS[0], m) for m in sentinels), timeout=max(120.0, updates / 20)
+    )
+    end = max(emu.deleted_at(CHATS[0], m) or 0.0 for m in sentinels)
+    cpu_after = CpuSnapshot.take(procs)
+    stop_batching.set()
+    await asyncio.gather(*batch_tasks)
+
+    run = WorkersRun(
+        workers=n_workers,
+        updates=updates - unsent,
+        posts=posted,
+        duplicates=duplicates,
+        seconds=end - start,
+        solicitations=len(spam),
+    )
+    cpu_after.spent_since(cpu_before, run)
+    if rejected:
+        run.worker_errors.append(f"{rejected} POSTs not answered 200")
+    if unsent:
+        run.worker_errors.append(f"time limit: {unsent} updates not sent")
+    deletes: dict[tuple[int, int], int] = {}
+    for call in emu.calls("deleteMessage"):
+        key = (int(call.params["chat_id"]), int(call.params["message_id"]))
+        deletes[key] = deletes.get(key, 0) + 1
+    run.deletes_repeated = sum(1 for n in deletes.values() if n > 1)
+    if check:
+        await _check(run, db, spam=spam if not unsent else set(), claimed=claimed, batchers=batchers)
+        run.verify_exit = await _verify(db_url, workdir=workers.workdir)
     return run
 
 
@@ -455,6 +587,21 @@ async def _bench(
     return runs
 
 
+def cpu_ceiling(one: WorkersRun, two: WorkersRun, cores: int) -> tuple[float, float]:
+    """Updates/s that CPU alone allows: (1 worker, 2 workers), from the CPU each run spent per update.
+
+    One worker is one sequential process: at best it has a core to itself. Two workers, the emulator,
+    the load generator and PostgreSQL share every core: at best they keep them all busy.
+    """
+    ms = two.cpu_ms_per_update
+    others = ms(two.cpu_driver) + ms(two.cpu_postgres)  # the emulator, the load generator, PostgreSQL
+    worker_one = one.cpu_ms_per_update(one.cpu_workers)
+    if not worker_one or not two.cpu_workers:  # no /proc: nothing measured
+        return 0.0, 0.0
+    ceiling_one = min(1000 / worker_one, 1000 * cores / (worker_one + others))
+    return ceiling_one, 1000 * cores / (ms(two.cpu_workers) + others)
+
+
 def run_bench_workers(
     *, postgres_url: str, updates: int, concurrency: int, time_limit: float, check_updates: int
 ) -> int:
@@ -464,7 +611,11 @@ def run_bench_workers(
     one, two = by["1 worker"], by["2 workers"]
     gain = two.updates_per_s / one.updates_per_s - 1 if one.updates_per_s else 0.0
     checked = by.get("2 workers, checked")
-    click.echo(f"{'run':<20} {'updates':>8} {'seconds':>8} {'updates/s':>10}  checks")
+    cores = os.cpu_count() or 1
+    click.echo(
+        f"{'run':<20} {'updates':>8} {'seconds':>8} {'updates/s':>10}"
+        f"  {'CPU ms/update: workers':>22} {'driver':>6} {'pg':>5}  {'busy cores':>10}  checks"
+    )
     for name, run in runs:
         checks = ""
         if run.verify_exit is not None:
@@ -474,23 +625,50 @@ def run_bench_workers(
                 f" ({run.incidents} incidents, {run.solicitations} solicitations,"
                 f" {run.duplicates} duplicates, {run.batches} batches)"
             )
-        click.echo(f"{name:<20} {run.updates:>8} {run.seconds:>8.1f} {run.updates_per_s:>10.0f}  {checks}")
-    click.echo(f"second worker adds {gain:+.0%} (target >= +60%; {os.cpu_count()} CPU cores shared by all)")
+        ms = run.cpu_ms_per_update
+        busy = run.cpu_machine / run.seconds if run.seconds else 0.0
+        click.echo(
+            f"{name:<20} {run.updates:>8} {run.seconds:>8.1f} {run.updates_per_s:>10.0f}"
+            f"  {ms(run.cpu_workers):>22.2f} {ms(run.cpu_driver):>6.2f} {ms(run.cpu_postgres):>5.2f}"
+            f"  {busy:>5.2f} of {cores}  {checks}"
+        )
+    ceiling_one, ceiling_two = cpu_ceiling(one, two, cores)
+    ceiling_gain = ceiling_two / ceiling_one - 1 if ceiling_one else 0.0
+    click.echo(f"second worker adds {gain:+.0%} (target >= +60%; {cores} CPU cores shared by all)")
+    click.echo(
+        f"CPU ceiling from the CPU spent per update: 1 worker {ceiling_one:.0f}/s (its own core),"
+        f" 2 workers {ceiling_two:.0f}/s (all cores, emulator and PostgreSQL included): at most"
+        f" {ceiling_gain:+.0%}; busy cores above include other processes on the machine"
+    )
     ok = checked is None or not checked.problems()
     figures = {
         "bench": "workers",
-        "cpu_cores": os.cpu_count(),
+        "cpu_cores": cores,
+        "load_average": round(os.getloadavg()[0], 2),
         "concurrency": concurrency,
         "updates": updates,
         "one_worker_updates_per_s": round(one.updates_per_s, 1),
         "two_workers_updates_per_s": round(two.updates_per_s, 1),
         "second_worker_gain": round(gain, 3),
         "gain_target_met": gain >= 0.6,
+        "cpu_ms_per_update": {
+            name.replace(" ", "_").replace(",", ""): {
+                "workers": round(run.cpu_ms_per_update(run.cpu_workers), 3),
+                "driver": round(run.cpu_ms_per_update(run.cpu_driver), 3),
+                "postgres": round(run.cpu_ms_per_update(run.cpu_postgres), 3),
+                "machine": round(run.cpu_ms_per_update(run.cpu_machine), 3),
+            }
+            for name, run in runs
+        },
+        "cpu_ceiling_one_worker_updates_per_s": round(ceiling_one, 1),
+        "cpu_ceiling_two_workers_updates_per_s": round(ceiling_two, 1),
+        "cpu_ceiling_gain": round(ceiling_gain, 3),
         "checked_updates": checked.updates if checked else 0,
         "checked_updates_per_s": round(checked.updates_per_s, 1) if checked else None,
         "checked_incidents": checked.incidents if checked else None,
         "checked_duplicates": checked.duplicates if checked else None,
         "checked_incidents_twice": checked.incidents_twice if checked else None,
+        "checked_deletes_repeated": checked.deletes_repeated if checked else None,
         "checked_solicitations_missing": checked.solicitations_missing if checked else None,
         "checked_verify_exit": checked.verify_exit if checked else None,
         "checked_batches": checked.batches if checked else None,

@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +82,20 @@ class Recorded:
 class Evidence:
     """Records incidents and their events in the database, falling back to the spool."""
 
-    def __init__(self, db: storage.Database, spool: Spool, *, retry_seconds: float = 1.0) -> None:
+    def __init__(
+        self, db: storage.Database, spool: Spool, *, retry_seconds: float = 1.0, lock_timeout: float = 1.0
+    ) -> None:
         self.db = db
         self.spool = spool
         self.retry_seconds = retry_seconds
+        # A SQLite file locked by another writer (a long purge, a backup) counts as unavailable after
+        # this many seconds, not after the 30 s busy timeout: the message waits for its evidence.
+        self.lock_timeout = lock_timeout
         self._drain_lock = asyncio.Lock()
         self._next_try = 0.0  # monotonic time before which the database is not tried again
         self._keys: dict[int, IncidentKey] = {}  # recent incident ids -> keys, to spool their events
+        # Incidents another process recorded after this moment are its to act on (`handled_elsewhere`).
+        self.started_at = datetime.now(UTC)
 
     def depth(self) -> int:
         """Spooled entries not yet in the database (the metrics gauge reads this)."""
@@ -103,7 +111,9 @@ class Evidence:
             return 0
         async with self._drain_lock:
             try:
-                done = await replay_spool(spool=self.spool, sessionmaker=self.db.sessionmaker)
+                done = await replay_spool(
+                    spool=self.spool, sessionmaker=self.db.sessionmaker, lock_timeout=self.lock_timeout
+                )
             except Exception as exc:
                 if not is_database_unavailable(exc):
                     raise
@@ -128,7 +138,7 @@ class Evidence:
         if await self._database_first():
             try:
                 row, created = await storage.record_incident(
-                    sessionmaker=self.db.sessionmaker, incident=incident
+                    sessionmaker=self.db.sessionmaker, incident=incident, lock_timeout=self.lock_timeout
                 )
                 recorded = Recorded(key, created=created, incident_id=row.id, incident=row)
                 self.remember(recorded)
@@ -185,13 +195,34 @@ class Evidence:
     ) -> int:
         # One durable transaction for the outcome, its report entry and the strike.
         return await storage.append_events(
-            sessionmaker=self.db.sessionmaker, incident_id=incident_id, events=events, strike=strike
+            sessionmaker=self.db.sessionmaker,
+            incident_id=incident_id,
+            events=events,
+            strike=strike,
+            lock_timeout=self.lock_timeout,
         )
 
-    async def action_taken(self, recorded: Recorded) -> bool:
-        """Whether an incident already has an action outcome (else its action is still pending)."""
+    async def handled_elsewhere(self, recorded: Recorded) -> bool:
+        """Whether this handling must not act on an incident it found already recorded.
+
+        Only the handling whose `record` created the incident acts on it. An incident found recorded is
+        left alone when it already has an outcome, or when another live process recorded it after this one
+        started (the same update delivered to two workers at once: that process is acting on it now). An
+        incident recorded before this process started and still without an outcome was left by a crash:
+        this process completes its action (journal replay).
+        """
+        if recorded.created:
+            return False
         if recorded.incident_id is None:
             return True  # spooled earlier in this process: its outcome is spooled after it
         async with self.db.sessionmaker() as session:
             state = await session.get(storage.IncidentState, recorded.incident_id)
-        return state is not None and state.action_taken is not None
+        if state is not None and state.action_taken is not None:
+            return True
+        recorded_at = getattr(recorded.incident, "recorded_at", None)
+        return recorded_at is None or _aware(recorded_at) >= self.started_at
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every time we store is UTC.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -314,8 +314,8 @@ async def moderate(record: MessageRecord, services: Services) -> Outcome:
         incident_id=recorded.incident_id,
         extra=timing,
     )
-    if not recorded.created and await services.evidence.action_taken(recorded):
-        base.status = "duplicate"  # the same message (or edit) seen again: it was already handled
+    if await services.evidence.handled_elsewhere(recorded):
+        base.status = "duplicate"  # seen again: handled already, or being handled by another worker now
         return base
     if not recorded.created:
         # Recorded before a crash, but its action never was: complete it now (journal replay).

@@ -19,7 +19,7 @@ from sqlalchemy import insert, text
 
 from storage.chain import GENESIS, iso, record_hash
 from storage.engine import make_engine, open_database, resolve_url
-from storage.models import ChainHead, Incident, IncidentEvent, IncidentState
+from storage.models import ChainHead, Incident, IncidentEvent, IncidentState, table_of
 from storage.records import NewIncident, _incident_values, record_incident
 
 CHAT = -1001000000001
@@ -78,7 +78,7 @@ async def bulk_fill(url: str, n: int, chat_id: int = CHAT) -> None:
                 incs.append(v)
             async with db.engine.begin() as conn:
                 result = await conn.execute(
-                    insert(Incident.__table__).returning(Incident.__table__.c.id), incs
+                    insert(table_of(Incident)).returning(table_of(Incident).c.id), incs
                 )
                 new_ids = [r[0] for r in result]
                 for v, inc_id in zip(incs, new_ids, strict=True):
@@ -100,11 +100,11 @@ async def bulk_fill(url: str, n: int, chat_id: int = CHAT) -> None:
                          "legal_hold": False, "updated_at": now}
                     )  # fmt: skip
                 # events must follow their incidents in seq: incidents of a batch first, then events
-                await conn.execute(insert(IncidentEvent.__table__), evs)
-                await conn.execute(insert(IncidentState.__table__), states)
+                await conn.execute(insert(table_of(IncidentEvent)), evs)
+                await conn.execute(insert(table_of(IncidentState)), states)
         async with db.engine.begin() as conn:
             await conn.execute(
-                insert(ChainHead.__table__).values(
+                insert(table_of(ChainHead)).values(
                     chat_id=chat_id, last_seq=seq, last_hash=prev, updated_at=now
                 )
             )

@@ -77,8 +77,15 @@ _SQLITE_HEAD = (
 )
 
 
+SQLITE_BUSY_MS = 30_000  # the engine's busy timeout (storage/engine.py): how long a writer waits for a lock
+
+
 class SqliteWriter:
-    """One sqlite3 connection in one thread, set up like the engine's (WAL, FULL, busy timeout, FKs)."""
+    """One sqlite3 connection in one thread, set up like the engine's (WAL, FULL, busy timeout, FKs).
+
+    A call may ask for a shorter wait for another writer's lock (`lock_timeout`, seconds): the bot's
+    evidence path would rather spool after a second than stall for the full busy timeout.
+    """
 
     def __init__(self, path: str, dialect: Dialect) -> None:
         self.path = path
@@ -87,6 +94,7 @@ class SqliteWriter:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qinglang-sqlite-writer")
         self.conn: sqlite3.Connection | None = None
         self.lock = threading.Lock()
+        self.busy_ms = SQLITE_BUSY_MS
 
     def _connect(self) -> sqlite3.Connection:
         if self.conn is None:
@@ -94,15 +102,35 @@ class SqliteWriter:
             for pragma in (
                 "PRAGMA journal_mode=WAL",
                 "PRAGMA synchronous=FULL",
-                "PRAGMA busy_timeout=30000",
+                f"PRAGMA busy_timeout={SQLITE_BUSY_MS}",
                 "PRAGMA foreign_keys=ON",
             ):
                 conn.execute(pragma)
             self.conn = conn
+            self.busy_ms = SQLITE_BUSY_MS
         return self.conn
 
-    def _record(self, values: dict[str, Any]) -> tuple[int, bool]:
+    def _connect_waiting(self, lock_timeout: float | None) -> sqlite3.Connection:
+        """The connection, with its busy timeout set for this call (None: the engine's 30 s)."""
         conn = self._connect()
+        ms = SQLITE_BUSY_MS if lock_timeout is None else max(0, round(lock_timeout * 1000))
+        if ms != self.busy_ms:
+            conn.execute(f"PRAGMA busy_timeout={ms}")
+            self.busy_ms = ms
+        return conn
+
+    def _probe(self, lock_timeout: float | None) -> None:
+        conn = self._connect_waiting(lock_timeout)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+
+    async def probe(self, lock_timeout: float | None) -> None:
+        """Raise sqlite3.OperationalError ("database is locked") if the write lock is not free within
+        `lock_timeout` seconds."""
+        await asyncio.get_running_loop().run_in_executor(self.executor, self._probe, lock_timeout)
+
+    def _record(self, values: dict[str, Any], lock_timeout: float | None = None) -> tuple[int, bool]:
+        conn = self._connect_waiting(lock_timeout)
         chat_id = values["chat_id"]
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -124,8 +152,10 @@ class SqliteWriter:
         assert new_id is not None
         return new_id, True
 
-    async def record(self, values: dict[str, Any]) -> tuple[int, bool]:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, self._record, values)
+    async def record(self, values: dict[str, Any], lock_timeout: float | None = None) -> tuple[int, bool]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, self._record, values, lock_timeout
+        )
 
     def close(self) -> None:
         def shut() -> None:
@@ -392,8 +422,9 @@ def _sqlite_append(
     incident_id: int,
     events: list[EventSpec],
     strike: tuple[int, float] | None,
+    lock_timeout: float | None = None,
 ) -> tuple[int, int, str]:
-    conn = writer._connect()
+    conn = writer._connect_waiting(lock_timeout)
     conn.execute("BEGIN IMMEDIATE")
     try:
         row = conn.execute(
@@ -459,11 +490,12 @@ async def append_sqlite(
     incident_id: int,
     events: list[EventSpec],
     strike: tuple[int, float] | None,
+    lock_timeout: float | None = None,
 ) -> int:
     """Events (and the strike) of one incident in one BEGIN IMMEDIATE..COMMIT on the writer thread."""
     plan = _event_plan(engine)
     strikes, _, _ = await asyncio.get_running_loop().run_in_executor(
-        writer.executor, _sqlite_append, writer, plan, incident_id, events, strike
+        writer.executor, _sqlite_append, writer, plan, incident_id, events, strike, lock_timeout
     )
     return strikes
 

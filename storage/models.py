@@ -8,7 +8,7 @@ can be rebuilt from `incident_events`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -36,6 +37,13 @@ NAMING = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+
+
+def table_of(model: type[Base]) -> Table:
+    """A model's Core table (`__table__` is typed as a FromClause, which insert() and update() refuse)."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 class ChatSettings(Base):
@@ -224,6 +232,8 @@ class ReportBatch(Base):
     incident_count: Mapped[int] = mapped_column(Integer)
     file_name: Mapped[str | None] = mapped_column(SafeText)
     file_digest: Mapped[str | None] = mapped_column(String(71))  # "sha256:" + hex
+    if TYPE_CHECKING:  # set by create_report_batch on the batch it returns; not a column
+        incident_ids: list[int]
 
 
 class TrainingExample(Base):

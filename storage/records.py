@@ -27,6 +27,7 @@ from storage.models import (
     IncidentState,
     Strike,
     TrainingExample,
+    table_of,
 )
 from storage.types import as_utc
 
@@ -165,13 +166,13 @@ async def _advance_head(session: AsyncSession, chat_id: int, seq: int, digest: s
     now = utcnow()
     if exists:
         await session.execute(
-            update(ChainHead.__table__)
-            .where(ChainHead.__table__.c.chat_id == chat_id)
+            update(table_of(ChainHead))
+            .where(table_of(ChainHead).c.chat_id == chat_id)
             .values(last_seq=seq, last_hash=digest, updated_at=now)
         )
     else:
         await session.execute(
-            insert(ChainHead.__table__).values(
+            insert(table_of(ChainHead)).values(
                 chat_id=chat_id, last_seq=seq, last_hash=digest, updated_at=now
             )
         )
@@ -190,23 +191,32 @@ async def _find_incident(
 
 
 async def record_incident(
-    *, sessionmaker: async_sessionmaker[AsyncSession], incident: NewIncident
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    incident: NewIncident,
+    lock_timeout: float | None = None,
 ) -> tuple[Incident, bool]:
     """Append an incident to its chat's chain and commit. Returns (incident, created).
 
     Idempotent on (chat_id, message_id, edit_date): the same update delivered twice yields one incident
-    (the second call returns the first row with created=False).
+    (the second call returns the first row with created=False). `lock_timeout`: on a SQLite file, seconds
+    to wait for another writer's lock before raising "database is locked" (None: the 30 s busy timeout).
     """
     values = _incident_values(incident)
     engine = sessionmaker.kw.get("bind")
+    integrity: tuple[type[BaseException], ...] = (
+        IntegrityError,
+        sqlite3.IntegrityError,
+        *_pg_integrity_errors(),
+    )
     try:
         if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql":
             new_id, created = await fastpath.record_postgres(engine, values)
         elif isinstance(engine, AsyncEngine) and (writer := fastpath.sqlite_writer(engine)) is not None:
-            new_id, created = await writer.record(values)
+            new_id, created = await writer.record(values, lock_timeout)
         else:
             new_id, created = await _record_incident_session(sessionmaker, values)
-    except (IntegrityError, sqlite3.IntegrityError, *_pg_integrity_errors()) as exc:
+    except integrity as exc:
         # Two writers raced on the same message past the chain lock (only if the lock is bypassed):
         # the row that won is the incident.
         async with sessionmaker() as session:
@@ -230,7 +240,7 @@ async def _record_incident_session(
 ) -> tuple[int, bool]:
     """The portable path (any engine SQLAlchemy supports), used where the fast path does not apply."""
     chat_id = values["chat_id"]
-    table = Incident.__table__
+    table = table_of(Incident)
     async with sessionmaker() as session, session.begin():
         await _lock_chain(session, chat_id)
         existing_id = (
@@ -342,10 +352,11 @@ async def append_events(
     incident_id: int,
     events: Sequence[tuple[str, str, str, str | Mapping[str, Any] | None]],
     strike: tuple[int, float] | None = None,
+    lock_timeout: float | None = None,
 ) -> int:
     """Append events (kind, value, actor, detail) to an incident and, optionally, its strike
     (user id, window seconds), in one transaction that commits itself. Returns the user's strikes in
-    the window (0 without a strike).
+    the window (0 without a strike). `lock_timeout` as for `record_incident`.
 
     The bot's outcome path: on a file-backed SQLite or PostgreSQL engine it is one raw transaction
     (storage/fastpath.py), otherwise `append_event` and `add_strike` in one session.
@@ -358,7 +369,7 @@ async def append_events(
     if isinstance(engine, AsyncEngine) and engine.dialect.name == "postgresql":
         return await fastpath.append_postgres(engine, incident_id, specs, strike)
     if isinstance(engine, AsyncEngine) and (writer := fastpath.sqlite_writer(engine)) is not None:
-        return await fastpath.append_sqlite(engine, writer, incident_id, specs, strike)
+        return await fastpath.append_sqlite(engine, writer, incident_id, specs, strike, lock_timeout)
     strikes = 0
     async with sessionmaker.begin() as session:
         for kind, value, actor, detail, _ in specs:
@@ -443,7 +454,7 @@ async def get_chat_settings(
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
-    await session.execute(dialect_insert(ChatSettings.__table__).values(**values).on_conflict_do_nothing())
+    await session.execute(dialect_insert(table_of(ChatSettings)).values(**values).on_conflict_do_nothing())
     settings = await session.get(ChatSettings, chat_id, populate_existing=True)
     assert settings is not None
     return settings

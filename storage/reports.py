@@ -79,7 +79,7 @@ async def create_report_batch(
         batch.file_name = Path(path).name
         batch.file_digest = result.digest
     await session.flush()
-    batch.incident_ids = ids  # type: ignore[attr-defined]
+    batch.incident_ids = ids
     return batch
 
 

@@ -27,8 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from storage.fastpath import sqlite_writer
 from storage.records import (
     NewIncident,
     add_strike,
@@ -214,18 +215,29 @@ async def replay_spool(
     spool: Spool,
     sessionmaker: async_sessionmaker[AsyncSession],
     on_entry: Callable[[dict[str, Any]], None] | None = None,
+    lock_timeout: float | None = None,
 ) -> int:
     """Write the spool's pending entries into the database, in order; returns how many were replayed.
 
     Each entry is committed, then the cursor advances past it. Re-running an entry is harmless: incidents
     are idempotent, events carry an id checked before appending, strikes are one per incident. A database
-    error stops the replay where it is (the caller retries later) and propagates.
+    error stops the replay where it is (the caller retries later) and propagates. `lock_timeout`: on a
+    SQLite file, give up (sqlite3.OperationalError, "database is locked") when another writer holds the
+    lock that long, instead of waiting the 30 s busy timeout before each entry.
     """
     done = 0
+    engine = sessionmaker.kw.get("bind")
+    writer = sqlite_writer(engine) if isinstance(engine, AsyncEngine) else None
     for entry in spool.pending():
         kind = entry["kind"]
+        if writer is not None and lock_timeout is not None:
+            await writer.probe(lock_timeout)
         if kind == "incident":
-            await record_incident(sessionmaker=sessionmaker, incident=incident_from_json(entry["incident"]))
+            await record_incident(
+                sessionmaker=sessionmaker,
+                incident=incident_from_json(entry["incident"]),
+                lock_timeout=lock_timeout,
+            )
             spool.forget_keys({_key_of(entry)})
         else:
             chat_id, message_id, edit = _key_of(entry)

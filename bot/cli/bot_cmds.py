@@ -1,4 +1,5 @@
-"""CLI commands of the bot: `qinglang run`, `qinglang demo`, `qinglang bench e2e` and `bench workers`."""
+"""CLI commands of the bot: `qinglang run`, `qinglang demo`, `qinglang bench e2e`, `bench workers` and
+`bench faults`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ def register(main: click.Group, bench: click.Group) -> None:
     main.add_command(demo)
     bench.add_command(bench_e2e)
     bench.add_command(bench_workers)
+    bench.add_command(bench_faults)
 
 
 @click.command()
@@ -147,3 +149,18 @@ def bench_workers(
             check_updates=check_updates,
         )
     )
+
+
+@click.command("faults")
+@click.option("--messages", default=2000, show_default=True, help="Solicitations to deliver.")
+@click.option(
+    "--database-url",
+    default=None,
+    help="Database to record into (default: a SQLite file in a temporary folder).",
+)
+@click.option("--seed", default=20240605, show_default=True, help="Seed of the faults drawn.")
+def bench_faults(messages: int, database_url: str | None, seed: int) -> None:
+    """Solicitations while a fifth of Telegram's answers fail: one incident and one outcome each."""
+    from bot.bench_faults import run_bench_faults
+
+    raise SystemExit(run_bench_faults(messages=messages, database_url=database_url, seed=seed))

@@ -3,9 +3,9 @@ away and comes back. (Crashes: test_crash.py; bad updates: test_bad_updates.py.)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -14,92 +14,36 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultenv import ADMIN, GROUP, fault_env, incident_actions, solicitations
+from admin_harness import shared_model
+from faultenv import ADMIN, fault_env, incident_actions, solicitations
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import storage
-from bot.i18n import t
+from bot.bench_faults import run_telegram_faults
 from bot.journal import JournalingRequest, UpdateJournal
 
-# The issue asks for 2,000; the suite runs 150 to stay quick (~20 s). QINGLANG_FAULTS_N=2000 runs them all.
+# The issue asks for 2,000 (`qinglang bench faults`); the suite runs 150 to stay quick. QINGLANG_FAULTS_N=2000
+# runs them all here.
 FAULT_MESSAGES = int(os.environ.get("QINGLANG_FAULTS_N", "150"))
-
-# What a scripted deleteMessage failure is, and how the incident must end. retries=3: four failures
-# of a retryable kind exhaust them.
-FAULTS = [
-    # name, status, description, consecutive failures, expected (action, kind)
-    ("gone", 400, "Bad Request: message to delete not found", 1, ("delete_failed", "gone")),
-    ("no_rights", 400, "Bad Request: message can't be deleted", 1, ("delete_failed", "no_rights")),
-    (
-        "forbidden",
-        403,
-        "Forbidden: bot was kicked from the supergroup chat",
-        1,
-        ("delete_failed", "forbidden"),
-    ),
-    ("flood", 429, None, 1, ("deleted", None)),  # retry_after=1: waited, then retried
-    ("flood_too_long", 429, None, 1, ("delete_failed", "flood")),  # retry_after=5 > the bound: give up
-    ("5xx", 500, None, 3, ("deleted", None)),
-    ("5xx_exhausted", 502, None, 4, ("delete_failed", "network")),
-]
 
 
 async def test_telegram_errors_every_incident_ends_once(tmp_path: Path) -> None:
-    texts = solicitations()
-    rng = random.Random(20240605)
     # This test is about Telegram's answers, not the disk: on tmpfs when there is one (fsync is ~free).
     shm = Path("/dev/shm")
     where = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() else tmp_path
-    url = f"sqlite+aiosqlite:///{where / 'q.db'}"
-    expected: dict[int, tuple[str, str | None]] = {}
-    async with fault_env(
-        url, telegram_retries=3, telegram_backoff_seconds=0.01, max_retry_after_seconds=2
-    ) as env:
-        # Besides the scripted delete failures, 20% of every other answer the bot gets fails (5xx).
-        env.emu.fail_randomly(["sendMessage", "restrictChatMember"], 0.2, seed=7, statuses=(500, 502))
-        for i in range(FAULT_MESSAGES):
-            sender = 50_000 + i  # one strike each: no mutes in the way of the delete outcome
-            env.emu.add_user(sender, f"推广{i}")
-            update = env.say(texts[i % len(texts)], sender)
-            message_id = update["message"]["message_id"]
-            expected[message_id] = ("deleted", None)
-            if rng.random() < 0.2:
-                name, status, description, times, outcome = rng.choice(FAULTS)
-                retry_after = (5 if name == "flood_too_long" else 1) if status == 429 else None
-                env.emu.fail(
-                    "deleteMessage",
-                    status,
-                    description,
-                    retry_after=retry_after,
-                    times=times,
-                )
-                expected[message_id] = outcome
-            await env.deliver(update)
-        assert env.errors == []
-        engine = env.services.db.engine
-        actions = await incident_actions(engine)
-        verified = await storage.verify_database(engine)
-        deletes = env.emu.calls("deleteMessage")
-        rights_warnings = [
-            m for m in env.emu.sent(GROUP) if m.get("text") == t("rights.missing_delete", "zh")
-        ]
-
-    assert verified.ok, verified.problems
-    assert sorted(actions) == sorted(expected), "exactly one incident per solicitation"
-    kinds: dict[tuple[str, str | None], int] = {}
-    for message_id, events in actions.items():
-        assert len(events) == 1, f"message {message_id}: {events}"
-        (value, detail) = events[0]
-        want_value, want_kind = expected[message_id]
-        assert value == want_value, (message_id, events, expected[message_id])
-        if value == "delete_failed":
-            assert detail["error"] and detail["kind"] == want_kind, detail
-        kinds[(value, detail.get("kind"))] = kinds.get((value, detail.get("kind")), 0) + 1
-        ok = [c for c in deletes if int(c.params["message_id"]) == message_id and c.error is None]
-        assert len(ok) == (1 if value == "deleted" else 0), f"message {message_id} deleted {len(ok)} times"
-    assert len(kinds) == 6, f"every outcome kind met: {kinds}"
-    # 403 / no rights: the chat is told once per process, however many deletes fail.
-    assert len(rights_warnings) <= 1
+    try:
+        run = await run_telegram_faults(
+            messages=FAULT_MESSAGES,
+            database_url=f"sqlite+aiosqlite:///{where / 'q.db'}",
+            classifier=shared_model(),
+        )
+    finally:
+        if where != tmp_path:
+            shutil.rmtree(where, ignore_errors=True)
+    assert run.problems() == [], run.problems()
+    assert run.incidents == FAULT_MESSAGES and sum(run.outcomes.values()) == FAULT_MESSAGES
+    assert len(run.outcomes) == 6, f"every outcome kind met: {run.outcomes}"
+    assert run.random_failures > 0, "a fifth of the other answers failed"
 
 
 async def test_flood_control_waits_retry_after(tmp_path: Path) -> None:
@@ -123,6 +67,94 @@ async def test_same_update_twice_is_one_incident_and_one_action(tmp_path: Path) 
         assert len(env.emu.calls("deleteMessage")) == 1
         actions = await incident_actions(env.services.db.engine)
         assert list(actions.values()) == [[("deleted", actions[update["message"]["message_id"]][0][1])]]
+        assert env.errors == []
+
+
+async def test_locked_sqlite_spools_within_seconds_then_replays_in_order(tmp_path: Path) -> None:
+    import sqlite3
+    import time
+
+    texts = solicitations()
+    db_file = tmp_path / "q.db"
+    sent: list[int] = []
+    async with fault_env(
+        f"sqlite+aiosqlite:///{db_file}", spool_dir=tmp_path / "spool", spool_retry_seconds=0.2
+    ) as env:
+
+        async def say(i: int) -> None:
+            update = env.say(texts[i % len(texts)], 71_000 + i)
+            sent.append(update["message"]["message_id"])
+            await env.deliver(update)
+
+        await say(0)
+        holder = sqlite3.connect(db_file, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # locked, not down: another writer holds it
+        try:
+            started = time.monotonic()
+            for i in (1, 2, 3):
+                await say(i)
+            locked_seconds = time.monotonic() - started
+            assert env.services.spool_depth() >= 3, "incidents spooled while the file was locked"
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        # Each message waits about lock_timeout (1 s) for its evidence, not the 30 s busy timeout.
+        assert locked_seconds < 10, locked_seconds
+        await asyncio.sleep(0.3)  # past spool_retry_seconds: the next message tries the database again
+        await say(4)  # the spool drains first, in order, then this one goes to the database
+        assert env.services.spool_depth() == 0
+        assert [o.status for o in env.outcomes] == ["deleted"] * 5
+        assert env.errors == []
+        engine = env.services.db.engine
+        verified = await storage.verify_database(engine)
+        actions = await incident_actions(engine)
+        async with engine.connect() as conn:
+            from sqlalchemy import text
+
+            rows = await conn.execute(text("select message_id from incidents order by seq"))
+            order = rows.scalars().all()
+    assert verified.ok, verified.problems
+    assert list(order) == sent, "replayed in the order the messages came"
+    assert all([v for v, _ in events] == ["deleted"] for events in actions.values())
+
+
+async def test_incident_found_recorded_is_acted_on_only_if_left_by_a_crash(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    text = solicitations()[0]
+    async with fault_env(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}") as env:
+        evidence = env.services.evidence
+
+        async def recorded_elsewhere(update: dict[str, Any]) -> None:
+            msg = update["message"]
+            await storage.record_incident(
+                sessionmaker=env.services.db.sessionmaker,
+                incident=storage.NewIncident(
+                    chat_id=msg["chat"]["id"],
+                    message_id=msg["message_id"],
+                    message_date=datetime.fromtimestamp(msg["date"], UTC),
+                    category="fraud",
+                    score=0.99,
+                    suggested_action="delete",
+                ),
+            )
+
+        # Another live worker recorded it a moment ago and is acting on it: leave it.
+        busy = env.say(text, 72_001)
+        await recorded_elsewhere(busy)
+        await env.deliver(busy)
+        assert env.outcomes[-1].status == "duplicate"
+        assert env.emu.calls("deleteMessage") == []
+
+        # Recorded before this process started, never acted on (a crash): complete it.
+        left = env.say(text, 72_002)
+        await recorded_elsewhere(left)
+        evidence.started_at = datetime.now(UTC)  # as if this process started after that crash
+        await env.deliver(left)
+        assert env.outcomes[-1].status == "deleted" and env.outcomes[-1].extra.get("resumed")
+        assert [int(c.params["message_id"]) for c in env.emu.calls("deleteMessage")] == [
+            left["message"]["message_id"]
+        ]
         assert env.errors == []
 
 

@@ -222,3 +222,46 @@ async def test_telegram_ids_beyond_32_bits(db: storage.Database) -> None:
     assert (got.message_id, got.sender_id, got.thread_id) == (2**40, 2**45, 2**33)
     assert got.received_at.tzinfo is not None and got.received_at == inc.received_at
     assert isinstance(datetime.now(UTC) - got.recorded_at, timedelta)
+
+
+async def test_a_short_lock_timeout_gives_up_on_a_locked_sqlite_file(sqlite_url: str, tmp_path: Path) -> None:
+    import sqlite3
+
+    from storage.spool import Spool, replay_spool
+
+    db = await storage.open_database(sqlite_url)
+    try:
+        first, _ = await storage.record_incident(sessionmaker=db.sessionmaker, incident=new_incident(1))
+        spool = Spool(tmp_path / "spool")
+        spool.add_incident(new_incident(2))
+        holder = sqlite3.connect(sqlite_url.split("///", 1)[1], isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock (a long purge, a backup)
+        try:
+            for attempt in (
+                storage.record_incident(
+                    sessionmaker=db.sessionmaker, incident=new_incident(3), lock_timeout=0.2
+                ),
+                storage.append_events(
+                    sessionmaker=db.sessionmaker,
+                    incident_id=first.id,
+                    events=[("action", "deleted", "model", None)],
+                    lock_timeout=0.2,
+                ),
+                replay_spool(spool=spool, sessionmaker=db.sessionmaker, lock_timeout=0.2),
+            ):
+                started = asyncio.get_running_loop().time()
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    await attempt
+                assert asyncio.get_running_loop().time() - started < 5, "well before the 30 s busy timeout"
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        # Free again: the same calls go through, and the default wait is back for other callers.
+        assert await replay_spool(spool=spool, sessionmaker=db.sessionmaker, lock_timeout=0.2) == 1
+        _, created = await storage.record_incident(sessionmaker=db.sessionmaker, incident=new_incident(3))
+        assert created
+        writer = storage.fastpath.sqlite_writer(db.engine)
+        assert writer is not None and writer.busy_ms == 30000
+        assert (await storage.verify_database(db.engine)).ok
+    finally:
+        await db.close()
