@@ -226,10 +226,10 @@ def _post_init(
         )
         worker = None
         if settings.classify_worker and ClassifyWorker.usable(model) and fetcher is not None:
-            # Forked before the database's and PTB's threads are busy, sharing the loaded model's pages.
+            # Forked in the background once the model is warm (bot/classify_worker.py): not on the way
+            # to the first getUpdates.
             worker = ClassifyWorker(model)
-            if not worker.start():
-                worker = None
+            worker.launch()
         application.bot_data.services = Services(
             settings=settings,
             db=db,

@@ -12,13 +12,14 @@ path is also the fastest. The worker's verdict is judged with the model's own th
 thresholds are applied here from its scores, and when they change the label the message is classified
 again in-process, so a verdict always equals `model.classify(text, thresholds)`.
 
-The worker is forked after the model is loaded, so it shares the model's memory pages with the bot
-(copy-on-write; `gc.freeze()` keeps the collector from writing to them). `/reload` and SIGHUP replace
-`services.classifier`; the next batch then finds a different model and forks a new worker from it.
+The worker is forked once the model is loaded and warm, so it shares the model's memory pages with the
+bot (copy-on-write; `gc.freeze()` keeps the collector from writing to them). `/reload` and SIGHUP replace
+`services.classifier`; the next batch then finds a different model and launches a new worker from it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import gc
@@ -42,6 +43,7 @@ GROUP_TYPES = ("group", "supergroup")
 CHUNK = 16  # verdicts per reply: the first of a batch arrives after 16 classifications, not 100
 MAX_PENDING = 20_000  # prefetched verdicts never asked for (admins' messages, chats that are off…)
 RESTART_PAUSE = 30.0  # seconds between forks after a worker died
+WARM_TEXT = "预热：出冰 加V bing8888 QQ 2837465910 https://t.me/x"  # segmenter, normalizer, contacts
 
 Key = tuple[int, int, int | None]  # chat id, message id, edit date (unix seconds) for edits
 Source = Literal["worker", "in_process", "rejudged"]
@@ -119,6 +121,7 @@ class ClassifyWorker:
         self._seq = 0
         self._reading = False
         self._last_fork = -RESTART_PAUSE
+        self._launching: asyncio.Task[bool] | None = None
 
     @staticmethod
     def usable(model: Any) -> bool:
@@ -133,6 +136,27 @@ class ClassifyWorker:
         return self._conn is not None and self._process is not None and self._process.is_alive()
 
     # --- lifecycle -----------------------------------------------------------------------------
+
+    def launch(self) -> None:
+        """Warm the model in a thread, then fork (in the background: the bot is ready meanwhile).
+
+        The first classify builds the word segmenter (~60 MB, about a second); built before the fork,
+        its pages are shared instead of built twice. Messages are classified in-process until then."""
+        if self._launching is not None and not self._launching.done():
+            return
+        self._last_fork = time.monotonic()
+        model = self.model
+
+        async def warm_then_fork() -> bool:
+            try:
+                await asyncio.to_thread(model.classify, WARM_TEXT)
+            except Exception:
+                log.exception("warming the model failed; classifying in-process")
+                return False
+            # A /reload while warming: the newer model has its own launch.
+            return model is self.model and self._conn is None and self.start()
+
+        self._launching = asyncio.get_running_loop().create_task(warm_then_fork())
 
     def start(self) -> bool:
         """Fork the worker from the current model; False (and in-process classification) if that fails."""
@@ -160,21 +184,20 @@ class ClassifyWorker:
         return True
 
     def _watch(self) -> None:
-        import asyncio
-
         with contextlib.suppress(RuntimeError):  # no running loop (sync tests): read on demand
             asyncio.get_running_loop().add_reader(self._conn.fileno(), self._read)  # type: ignore[union-attr]
             self._reading = True
 
     def close(self) -> None:
         """Stop the worker (post_shutdown, or before a fork with a new model)."""
+        if self._launching is not None:
+            self._launching.cancel()
+            self._launching = None
         conn, process = self._conn, self._process
         self._conn = self._process = None
         self._forget_all()
         if conn is not None:
             if self._reading:
-                import asyncio
-
                 with contextlib.suppress(RuntimeError, ValueError, OSError):
                     asyncio.get_running_loop().remove_reader(conn.fileno())
                 self._reading = False
@@ -199,19 +222,20 @@ class ClassifyWorker:
         self._by_seq.clear()
 
     def _ensure(self, model: Any) -> bool:
-        """A live worker judging with `model` (forked again after /reload, or a pause after a death)."""
+        """A live worker judging with `model`; if there is none, one is launched (after /reload, or a
+        pause after a death) and this batch is left to the handlers."""
         if model is not self.model:
             self.close()
             self.model = model
-            if not self.usable(model):
-                return False
-            return self.start()
+            if self.usable(model):
+                self.launch()
+            return False
         if self.alive():
             return True
         if self._conn is not None:
             self._died()
         if time.monotonic() - self._last_fork >= RESTART_PAUSE and self.usable(model):
-            return self.start()
+            self.launch()
         return False
 
     # --- the bot's side ------------------------------------------------------------------------

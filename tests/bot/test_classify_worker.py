@@ -55,6 +55,15 @@ async def _settle(worker: ClassifyWorker, count: int, timeout: float = 20) -> No
         await asyncio.sleep(0.01)
 
 
+async def _alive(worker: ClassifyWorker, timeout: float = 30) -> None:
+    """Until the worker launched in the background (warm, then fork) is up."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not worker.alive():
+        assert loop.time() < deadline, "the worker was not forked"
+        await asyncio.sleep(0.02)
+
+
 def test_raw_text_is_what_the_handler_judges() -> None:
     emu = _group_emulator()
     link = [{"type": "text_link", "offset": 0, "length": 2, "url": "https://t.me/spam"}]
@@ -135,8 +144,10 @@ async def test_killed_worker_costs_no_verdict_and_is_forked_again() -> None:
             assert (verdict, source) == (model.classify(record.judged_text), "in_process")
         assert worker.stats.deaths == 1 and not worker.alive()
         worker._last_fork -= 3600  # the pause between forks has passed
+        assert worker.prefetch_updates(updates, model) == 0, "launched: this batch is the handlers'"
+        await _alive(worker)
+        assert worker.pid != pid
         assert worker.prefetch_updates(updates, model) == len(updates)
-        assert worker.alive() and worker.pid != pid
     finally:
         worker.close()
 
@@ -223,7 +234,8 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
 
 async def test_bot_judges_every_message_before_and_after_its_worker_is_killed(running: Running) -> None:
     worker = running.services.classify_worker
-    assert worker is not None and worker.alive()
+    assert worker is not None
+    await _alive(worker)
     flagged = await running.stream(200)
     assert len(running.outcomes) == 200
     assert running.sources().get("worker", 0) > 0, "a queued burst is judged ahead by the worker"
@@ -243,14 +255,18 @@ async def test_bot_judges_every_message_before_and_after_its_worker_is_killed(ru
 async def test_reload_reaches_the_worker(running: Running) -> None:
     worker = running.services.classify_worker
     assert worker is not None
+    await _alive(worker)
     old_pid, old_model = worker.pid, worker.model
     ok, _ = await admin.reload_model(running.services)
     assert ok
     new_model = running.services.classifier
     assert new_model is not old_model
-    await running.stream(100)
-    assert worker.model is new_model, "the next batch forked a worker with the reloaded model"
-    assert worker.alive() and worker.pid != old_pid
+    await running.stream(20)
+    assert worker.model is new_model, "the next batch launched a worker with the reloaded model"
+    await _alive(worker)
+    assert worker.pid != old_pid
+    running.outcomes.clear()
+    await running.stream(200, first_sender=20)
     assert running.sources().get("worker", 0) > 0
 
 
