@@ -29,7 +29,7 @@ from bot.classify_worker import ClassifyWorker
 from bot.config import Settings
 from bot.context import CONTEXT_TYPES, Context, QinglangApp, Services
 from bot.evidence import Evidence, default_spool_dir
-from bot.journal import JournalingRequest, UpdateJournal, replay_unfinished
+from bot.journal import DONE_BATCH, JournalingRequest, UpdateJournal, replay_unfinished
 from bot.logs import add_secret
 from bot.metrics import Metrics, check_health
 from bot.moderation import (
@@ -165,9 +165,14 @@ async def job_remove_notice(context: Context) -> None:
 async def on_update_done(update: Update, context: Context) -> None:
     """Every handler has run for this update: it need not be replayed after a crash."""
     journal = context.services.journal
-    if journal is not None:
-        # While updates are queued the marks are written in batches (bot/journal.py: mark_done).
-        journal.mark_done([update.update_id], flush=context.application.update_queue.empty())
+    if journal is None:
+        return
+    if context.application.update_queue.empty():
+        journal.mark_done([update.update_id])  # idle: written at once
+    elif journal.mark_done([update.update_id], flush=False) == DONE_BATCH:
+        # Queued updates: marks written in batches, in a thread (sqlite3 releases the GIL meanwhile);
+        # the next update need not wait for it. (==: one flush per batch, not one per update after it.)
+        asyncio.get_running_loop().run_in_executor(None, journal.flush_done)
 
 
 async def job_drain_spool(context: Context) -> None:

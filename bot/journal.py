@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEEP_DONE = 10_000  # finished entries kept (duplicates of older updates cannot arrive any more)
-DONE_BATCH = 64  # done-marks written together while updates are queued
+DONE_BATCH = 64  # done-marks written together while updates are queued (bot/app.py: on_update_done)
 
 
 class UpdateJournal:
@@ -88,19 +88,21 @@ class UpdateJournal:
                 raise
             return new
 
-    def mark_done(self, update_ids: Iterable[int], *, flush: bool = True) -> None:
-        """Handlers have finished with these updates; with flush=False the mark may wait for the next
-        flush (at most DONE_BATCH updates): a lost "done" only means a harmless replay, since incidents
-        are idempotent and an update whose action was taken is never acted on twice."""
+    def mark_done(self, update_ids: Iterable[int], *, flush: bool = True) -> int:
+        """Handlers have finished with these updates. With flush=False the marks wait for `flush_done`
+        (a lost "done" only means a harmless replay: incidents are idempotent, and an update whose
+        action was taken is never acted on twice). Returns how many marks are waiting."""
         with self._lock:
             self._done.extend(int(u) for u in update_ids)
-            if flush or len(self._done) >= DONE_BATCH:
+            if flush:
                 self._flush_done()
+            return len(self._done)
 
     def flush_done(self) -> None:
-        """Write the done-marks that are waiting."""
+        """Write the done-marks that are waiting (nothing once closed: close() wrote them)."""
         with self._lock:
-            self._flush_done()
+            if self._conn is not None:
+                self._flush_done()
 
     def _flush_done(self) -> None:
         if not self._done:
