@@ -229,12 +229,11 @@ def _post_init(
             backoff=settings.telegram_backoff_seconds,
             on_api_error=metrics.api_error,
         )
+        # Launched by the first fetched batch (bot/classify_worker.py): not on the way to the first
+        # getUpdates, and never with webhooks, where no batch is fetched.
         worker = None
         if settings.classify_worker and ClassifyWorker.usable(model) and fetcher is not None:
-            # Forked in the background once the model is warm (bot/classify_worker.py): not on the way
-            # to the first getUpdates.
             worker = ClassifyWorker(model)
-            worker.launch()
         application.bot_data.services = Services(
             settings=settings,
             db=db,

@@ -94,6 +94,7 @@ class RunFigures:
     worker_rss_mb: float = 0.0  # peak RSS of the classifier worker (shares the model's pages: see PSS)
     pss_mb: float = float("nan")  # proportional set size of bot + worker at the end of the run
     verdicts: dict[str, float] = field(default_factory=dict)  # by source, from /metrics
+    burst_cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per wall second, burst only
 
 
 def pct(values: list[float], q: float) -> float:
@@ -187,6 +188,14 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float("nan")
+
+
 def _pss_mb(pid: int) -> float:
     """Proportional set size: pages shared with another process count for half."""
     with contextlib.suppress(OSError), open(f"/proc/{pid}/smaps_rollup") as f:
@@ -264,11 +273,18 @@ async def run_harness(
             await _wait_deleted(emu, chat, mid, timeout=60)
 
             # Throughput: everything queued at once.
+            workers = _children(proc.pid)
+            cpu0 = (time.monotonic(), _cpu_seconds(proc.pid), sum(map(_cpu_seconds, workers)))
             first = len(traffic.update_ids)
             for _ in range(messages):
                 traffic.one()
             chat, mid, _ = traffic.sentinel()
             end = await _wait_deleted(emu, chat, mid, timeout=600)
+            wall = time.monotonic() - cpu0[0]
+            burst_cpu = {
+                "bot": (_cpu_seconds(proc.pid) - cpu0[1]) / wall,
+                "worker": (sum(map(_cpu_seconds, workers)) - cpu0[2]) / wall,
+            }
             measured = traffic.update_ids[first:]
             served = [emu.served_at(u) for u in measured]
             start = min(s for s in served if s is not None)
@@ -278,6 +294,7 @@ async def run_harness(
                 updates_per_s=len(measured) / (end - start),
                 start_to_ready_s=ready,
                 rss_mb=float("nan"),
+                burst_cpu=burst_cpu,
             )
             if kind == "full":
                 figures.latencies_ms = _latencies(emu, traffic, set(measured))
@@ -364,6 +381,11 @@ def run_bench_e2e(*, messages: int, rate: float, latency_messages: int) -> int:
         ("peak RSS of the classifier worker", "", f"{full.worker_rss_mb:.0f} MB"),
         ("PSS bot + worker (end of run)", "", f"{full.pss_mb:.0f} MB"),
         ("verdicts from the worker", "", f"{worker_share:.0%} of {judged:.0f}"),
+        (
+            "CPU in the burst: bot / worker",
+            f"{noop.burst_cpu.get('bot', 0):.0%}",
+            f"{full.burst_cpu.get('bot', 0):.0%} / {full.burst_cpu.get('worker', 0):.0%}",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     for name, a, b in rows:
@@ -388,6 +410,8 @@ def run_bench_e2e(*, messages: int, rate: float, latency_messages: int) -> int:
         "worker_rss_mb": round(full.worker_rss_mb, 1),
         "pss_mb": round(full.pss_mb, 1),
         "verdicts": full.verdicts,
+        "burst_cpu": {k: round(v, 2) for k, v in full.burst_cpu.items()},
+        "noop_burst_cpu": round(noop.burst_cpu.get("bot", 0.0), 2),
         "mean_latency_ms": round(statistics.fmean(full.paced_latencies_ms), 2)
         if full.paced_latencies_ms
         else None,

@@ -222,14 +222,12 @@ class ClassifyWorker:
         self._by_seq.clear()
 
     def _ensure(self, model: Any) -> bool:
-        """A live worker judging with `model`; if there is none, one is launched (after /reload, or a
-        pause after a death) and this batch is left to the handlers."""
+        """A live worker judging with `model`. If there is none, one is launched (on the first batch,
+        after /reload, or a pause after a death) and this batch is left to the handlers."""
         if model is not self.model:
             self.close()
             self.model = model
-            if self.usable(model):
-                self.launch()
-            return False
+            self._last_fork = -RESTART_PAUSE  # a new model: launch at once
         if self.alive():
             return True
         if self._conn is not None:

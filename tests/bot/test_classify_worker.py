@@ -235,8 +235,11 @@ async def running(tmp_path: Path) -> AsyncIterator[Running]:
 async def test_bot_judges_every_message_before_and_after_its_worker_is_killed(running: Running) -> None:
     worker = running.services.classify_worker
     assert worker is not None
+    assert worker.pid is None, "launched by the first fetched batch, not at start"
+    await running.stream(4)
     await _alive(worker)
-    flagged = await running.stream(200)
+    running.outcomes.clear()
+    flagged = await running.stream(200, first_sender=4)
     assert len(running.outcomes) == 200
     assert running.sources().get("worker", 0) > 0, "a queued burst is judged ahead by the worker"
     assert {r.message_id for r, o in running.outcomes if o.status == "deleted"} == flagged
@@ -245,7 +248,7 @@ async def test_bot_judges_every_message_before_and_after_its_worker_is_killed(ru
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     running.outcomes.clear()
-    flagged = await running.stream(100, first_sender=200)
+    flagged = await running.stream(100, first_sender=204)
     assert len(running.outcomes) == 100, "every message judged with the worker gone"
     assert running.sources() == {"in_process": 100}
     assert {r.message_id for r, o in running.outcomes if o.status == "deleted"} == flagged
@@ -255,6 +258,7 @@ async def test_bot_judges_every_message_before_and_after_its_worker_is_killed(ru
 async def test_reload_reaches_the_worker(running: Running) -> None:
     worker = running.services.classify_worker
     assert worker is not None
+    await running.stream(4)
     await _alive(worker)
     old_pid, old_model = worker.pid, worker.model
     ok, _ = await admin.reload_model(running.services)
