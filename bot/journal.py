@@ -189,6 +189,15 @@ class JournalingRequest(DelegatingRequest):
         super().__init__(inner)
         self.journal = journal
         self.on_batch: Callable[[list[dict[str, Any]]], None] | None = None
+        # The last body parsed here and what it parsed to: PTB's parse of the same bytes reuses it.
+        self._parsed: tuple[bytes, dict[str, Any]] | None = None
+
+    def parse_json_payload(self, payload: bytes) -> dict[str, Any]:  # type: ignore[override]
+        """PTB's JSON parse of a response (a public hook): a getUpdates body was parsed already."""
+        parsed, self._parsed = self._parsed, None
+        if parsed is not None and parsed[0] is payload:
+            return parsed[1]
+        return BaseRequest.parse_json_payload(payload)
 
     async def do_request(
         self,
@@ -227,6 +236,7 @@ class JournalingRequest(DelegatingRequest):
                 self.on_batch(updates)
             except Exception:  # only a head start: the handlers judge every message regardless
                 log.exception("prefetching a fetched batch failed")
+        self._parsed = (body, payload)
         return code, body
 
 
