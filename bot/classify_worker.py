@@ -164,7 +164,12 @@ class ClassifyWorker:
         ctx = multiprocessing.get_context("fork")
         parent, child = ctx.Pipe(duplex=True)
         # Objects alive now (the model above all) move to a generation the collector never scans, so
-        # neither process's GC writes to the shared pages. Left frozen: they live as long as the bot.
+        # neither process's GC writes to the shared pages; they stay frozen while the model lives. A
+        # later fork (reload, restart) first lets the collector at what was frozen before, so a
+        # replaced model with reference cycles is not kept forever.
+        if self.stats.forks:
+            gc.unfreeze()
+            gc.collect()
         gc.freeze()
         process = ctx.Process(
             target=_worker_main, args=(self.model, child, parent), name="qinglang-classify", daemon=True
