@@ -64,6 +64,8 @@ ALLOWED_UPDATES = [
     Update.CHAT_MEMBER,
 ]
 
+GROUP_CHAT_TYPES = frozenset({Chat.GROUP, Chat.SUPERGROUP})
+
 
 class _GroupMessages(filters.UpdateFilter):
     """Group and supergroup messages and their edits: text, captions, forwards, via-bot messages.
@@ -81,7 +83,6 @@ class _GroupMessages(filters.UpdateFilter):
         )
 
 
-GROUP_CHAT_TYPES = frozenset({Chat.GROUP, Chat.SUPERGROUP})
 GROUP_MESSAGES = _GroupMessages(name="group_messages")
 
 Observer = Callable[[MessageRecord, Outcome], None]

@@ -188,7 +188,7 @@ class JournalingRequest(DelegatingRequest):
     def __init__(self, inner: BaseRequest, journal: UpdateJournal | None) -> None:
         super().__init__(inner)
         self.journal = journal
-        self.on_batch: Callable[[list[dict[str, Any]]], None] | None = None
+        self.on_batch: Callable[[list[dict[str, Any]]], object] | None = None
         # The last body parsed here and what it parsed to: PTB's parse of the same bytes reuses it.
         self._parsed: tuple[bytes, dict[str, Any]] | None = None
 

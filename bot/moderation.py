@@ -38,13 +38,19 @@ MAX_REVIEW_TEXT = 3000  # Telegram allows 4096 characters a message; leave room 
 
 
 class VerdictLike(Protocol):
-    """What moderation reads of a classifier Verdict (docs/interfaces.md)."""
+    """What moderation reads of a classifier Verdict (docs/interfaces.md); read-only, as a frozen
+    Verdict is."""
 
-    label: str
-    score: float
-    action: str  # delete | review | pass
-    reasons: Mapping[str, Any]
-    model_version: str
+    @property
+    def label(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def action(self) -> str: ...  # delete | review | pass
+    @property
+    def reasons(self) -> Mapping[str, Any]: ...
+    @property
+    def model_version(self) -> str: ...
 
 
 class Classifier(Protocol):
