@@ -144,8 +144,8 @@ def _media(message: Message) -> tuple[str | None, str | None]:
 def is_service_message(update: Update) -> bool:
     """A join, pin, title change or other service message (never judged).
 
-    Service messages never carry text or a caption, so those skip PTB's check of some 45 attributes,
-    which would otherwise be the costliest step of dispatching an ordinary message."""
+    Service messages never carry text or a caption, so messages that do skip PTB's check of some 45
+    attributes, which would otherwise be the costliest step of dispatching an ordinary message."""
     message = update.effective_message
     if message is None or message.text or message.caption:
         return False
