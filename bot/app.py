@@ -168,11 +168,11 @@ async def on_update_done(update: Update, context: Context) -> None:
     journal = context.services.journal
     if journal is None:
         return
-    if context.application.update_queue.empty():
-        journal.mark_done([update.update_id])  # idle: written at once
-    elif journal.mark_done([update.update_id], flush=False) == DONE_BATCH:
-        # Queued updates: marks written in batches, in a thread (sqlite3 releases the GIL meanwhile);
-        # the next update need not wait for it. (==: one flush per batch, not one per update after it.)
+    waiting = journal.mark_done([update.update_id], flush=False)
+    if waiting == DONE_BATCH or context.application.update_queue.empty():
+        # Written in a thread, never on the event loop: the journal may be busy committing the next
+        # fetched batch (fsync), and sqlite3 releases the GIL. While updates are queued, one write per
+        # DONE_BATCH marks (==: one flush per batch, not one per update after it); idle, at once.
         asyncio.get_running_loop().run_in_executor(None, journal.flush_done)
 
 

@@ -47,6 +47,7 @@ class UpdateJournal:
         self._lock = threading.Lock()
         self._done_since_prune = 0
         self._done: list[int] = []  # done-marks not yet written (see mark_done)
+        self._done_lock = threading.Lock()
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -90,13 +91,15 @@ class UpdateJournal:
 
     def mark_done(self, update_ids: Iterable[int], *, flush: bool = True) -> int:
         """Handlers have finished with these updates. With flush=False the marks wait for `flush_done`
-        (a lost "done" only means a harmless replay: incidents are idempotent, and an update whose
-        action was taken is never acted on twice). Returns how many marks are waiting."""
-        with self._lock:
+        and the call never waits for the journal (a lost "done" only means a harmless replay: incidents
+        are idempotent, and an update whose action was taken is never acted on twice). Returns how
+        many marks are waiting."""
+        with self._done_lock:  # held for microseconds, never across I/O
             self._done.extend(int(u) for u in update_ids)
-            if flush:
-                self._flush_done()
-            return len(self._done)
+            waiting = len(self._done)
+        if flush:
+            self.flush_done()
+        return waiting
 
     def flush_done(self) -> None:
         """Write the done-marks that are waiting (nothing once closed: close() wrote them)."""
@@ -105,14 +108,15 @@ class UpdateJournal:
                 self._flush_done()
 
     def _flush_done(self) -> None:
-        if not self._done:
+        with self._done_lock:
+            done, self._done = self._done, []
+        if not done:
             return
         db = self._db()
         # No fsync needed, for the same reason as above.
         db.execute("PRAGMA synchronous=NORMAL")
         now = time.time()
-        ids = [(now, u) for u in self._done]
-        self._done.clear()
+        ids = [(now, u) for u in done]
         db.executemany("UPDATE updates SET done_at = ? WHERE update_id = ? AND done_at IS NULL", ids)
         self._done_since_prune += len(ids)
         if self._done_since_prune >= 1000:
