@@ -16,6 +16,7 @@ from telegram import (
     BotCommandScopeAllChatAdministrators,
     BotCommandScopeAllGroupChats,
     BotCommandScopeAllPrivateChats,
+    Chat,
     Update,
 )
 from telegram.ext import ApplicationBuilder, CallbackQueryHandler, MessageHandler, TypeHandler, filters
@@ -25,10 +26,11 @@ import storage
 from bot import commands, jobs
 from bot.admin import after_admin_delete
 from bot.caches import AdminCache, ChatSettingsCache
+from bot.classify_worker import ClassifyWorker
 from bot.config import Settings
 from bot.context import CONTEXT_TYPES, Context, QinglangApp, Services
 from bot.evidence import Evidence, default_spool_dir
-from bot.journal import JournalingRequest, UpdateJournal, replay_unfinished
+from bot.journal import DONE_BATCH, JournalingRequest, UpdateJournal, replay_unfinished
 from bot.logs import add_secret
 from bot.metrics import Metrics, check_health
 from bot.moderation import (
@@ -36,6 +38,7 @@ from bot.moderation import (
     Classifier,
     MessageRecord,
     Outcome,
+    is_service_message,
     message_record,
     moderate,
     parse_review_data,
@@ -64,13 +67,26 @@ ALLOWED_UPDATES = [
     Update.CHAT_MEMBER,
 ]
 
-# Group and supergroup messages and their edits: text, captions, forwards, via-bot messages.
-# Service messages (joins, pins, title changes…) are never judged.
-GROUP_MESSAGES = (
-    filters.ChatType.GROUPS
-    & (filters.UpdateType.MESSAGE | filters.UpdateType.EDITED_MESSAGE)
-    & ~filters.StatusUpdate.ALL
-)
+GROUP_CHAT_TYPES = frozenset({Chat.GROUP, Chat.SUPERGROUP})
+
+
+class _GroupMessages(filters.UpdateFilter):
+    """Group and supergroup messages and their edits: text, captions, forwards, via-bot messages.
+    Service messages (joins, pins, title changes…) are never judged.
+
+    One plain check instead of PTB's composed filters (`ChatType.GROUPS & (UpdateType.MESSAGE |
+    UpdateType.EDITED_MESSAGE) & ~StatusUpdate.ALL`, the same set): every update passes here."""
+
+    __slots__ = ()
+
+    def filter(self, update: Update) -> bool:
+        message = update.message or update.edited_message
+        return (
+            message is not None and message.chat.type in GROUP_CHAT_TYPES and not is_service_message(update)
+        )
+
+
+GROUP_MESSAGES = _GroupMessages(name="group_messages")
 
 Observer = Callable[[MessageRecord, Outcome], None]
 
@@ -85,7 +101,11 @@ async def on_group_message(update: Update, context: Context) -> None:
         return
     services = context.services
     started = time.perf_counter()
-    outcome = await moderate(record, services)
+    try:
+        outcome = await moderate(record, services)
+    finally:
+        if services.classify_worker is not None:  # a verdict prefetched but never asked for (skipped)
+            services.classify_worker.discard(record.key)
     outcome.extra["handled_seconds"] = time.perf_counter() - started  # for the observers (metrics)
     if outcome.notice_message_id is not None:
         await remove_notice_later(services, context.job_queue, record.chat_id, outcome.notice_message_id)
@@ -138,8 +158,14 @@ async def on_review_button(update: Update, context: Context) -> None:
 async def on_update_done(update: Update, context: Context) -> None:
     """Every handler has run for this update: it need not be replayed after a crash."""
     journal = context.services.journal
-    if journal is not None:
-        journal.mark_done([update.update_id])
+    if journal is None:
+        return
+    waiting = journal.mark_done([update.update_id], flush=False)
+    if waiting == DONE_BATCH or context.application.update_queue.empty():
+        # Written in a thread, never on the event loop: the journal may be busy committing the next
+        # fetched batch (fsync), and sqlite3 releases the GIL. While updates are queued, one write per
+        # DONE_BATCH marks (==: one flush per batch, not one per update after it); idle, at once.
+        asyncio.get_running_loop().run_in_executor(None, journal.flush_done)
 
 
 async def job_drain_spool(context: Context) -> None:
@@ -161,7 +187,11 @@ def spool_dir(settings: Settings) -> Path:
 
 
 def _post_init(
-    settings: Settings, preloaded: Classifier | None, observers: list[Observer], journal: UpdateJournal | None
+    settings: Settings,
+    preloaded: Classifier | None,
+    observers: list[Observer],
+    journal: UpdateJournal | None,
+    fetcher: JournalingRequest | None,
 ) -> Callable[[QinglangApp], Any]:
     async def post_init(application: QinglangApp) -> None:
         # The model loads (~1.3 s, mostly unpickling) in a thread while the database opens.
@@ -192,6 +222,11 @@ def _post_init(
             backoff=settings.telegram_backoff_seconds,
             on_api_error=metrics.api_error,
         )
+        # Launched by the first fetched batch (bot/classify_worker.py): not on the way to the first
+        # getUpdates, and never with webhooks, where no batch is fetched.
+        worker = None
+        if settings.classify_worker and ClassifyWorker.usable(model) and fetcher is not None:
+            worker = ClassifyWorker(model)
         application.bot_data.services = Services(
             settings=settings,
             db=db,
@@ -205,8 +240,13 @@ def _post_init(
             journal=journal,
             observers=[*observers, metrics.observe],
             metrics=metrics,
+            classify_worker=worker,
         )
         services = application.bot_data.services
+        if worker is not None and fetcher is not None:
+            # Each fetched batch goes to the worker before PTB parses it; it judges with whatever model
+            # the services hold then (a /reload forks a new worker).
+            fetcher.on_batch = lambda updates: worker.prefetch_updates(updates, services.classifier)
         metrics.read_spool_depth(services.spool_depth)
         await metrics.serve(
             lambda: check_health(application.bot_data.services),
@@ -240,6 +280,8 @@ async def _post_shutdown(application: QinglangApp) -> None:
     services = application.bot_data.services
     if services is not None:
         application.bot_data.services = None
+        if services.classify_worker is not None:
+            services.classify_worker.close()
         if services.metrics is not None:
             await services.metrics.close()
         await services.db.close()
@@ -271,24 +313,25 @@ def build_application(
     journal = (
         UpdateJournal(spool_dir(settings) / "updates-journal.sqlite3") if settings.journal_updates else None
     )
+    fetcher: JournalingRequest | None = None
+    if journal is not None or settings.classify_worker:
+        # Journal each fetched batch before PTB can confirm it to Telegram (bot/journal.py), and hand it
+        # to the classifier worker.
+        fetcher = JournalingRequest(get_updates_request or HTTPXRequest(connection_pool_size=1), journal)
+        get_updates_request = fetcher
     builder = (
         ApplicationBuilder()
         .token(settings.telegram_token.get_secret_value())
         .context_types(CONTEXT_TYPES)
         # Sequential on purpose: for handlers this cheap, PTB runs 3-4x slower with concurrent updates.
         .concurrent_updates(False)
-        .post_init(_post_init(settings, classifier, observers or [], journal))
+        .post_init(_post_init(settings, classifier, observers or [], journal, fetcher))
         .post_shutdown(_post_shutdown)
     )
     if settings.base_url:
         builder = builder.base_url(settings.base_url)
     if request is not None:
         builder = builder.request(request)
-    if journal is not None:
-        # Journal each fetched batch before PTB can confirm it to Telegram (bot/journal.py).
-        get_updates_request = JournalingRequest(
-            get_updates_request or HTTPXRequest(connection_pool_size=1), journal
-        )
     if get_updates_request is not None:
         builder = builder.get_updates_request(get_updates_request)
     application: QinglangApp = builder.build()  # type: ignore[assignment]

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         description="Journal fetched updates (in the spool dir) before polling confirms them, "
         "and replay unfinished ones on start",
     )
+    classify_worker: bool = Field(
+        default=True,
+        description="Classify fetched batches ahead of the handlers in a second (forked) process; "
+        "off: everything in the bot's process",
+    )
     log_level: str = Field(default="INFO", description="Python logging level")
     log_format: Literal["text", "json"] = Field(
         default="text", description="Log lines as key=value text or one JSON object a line"

@@ -11,6 +11,7 @@ from telegram.ext import Application, CallbackContext, ContextTypes, ExtBot
 if TYPE_CHECKING:
     import storage
     from bot.caches import AdminCache, ChatSettingsCache
+    from bot.classify_worker import ClassifyWorker
     from bot.config import Settings
     from bot.evidence import Evidence
     from bot.journal import UpdateJournal
@@ -41,6 +42,8 @@ class Services:
     observers: list[Callable[[MessageRecord, Outcome], None]] = field(default_factory=list)
     # Prometheus collectors and the /metrics and /healthz server (bot/metrics.py).
     metrics: Metrics | None = None
+    # The process that classifies fetched batches ahead of the handlers (None: all in-process).
+    classify_worker: ClassifyWorker | None = None
 
     def spool_depth(self) -> int:
         """Evidence entries waiting in the spool for the database (a metrics gauge reads this)."""

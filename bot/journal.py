@@ -4,8 +4,9 @@ python-telegram-bot's polling confirms a batch to Telegram (the next getUpdates 
 `offset`) as soon as it has fetched it, before the handlers run; Telegram never sends a confirmed update
 again. So `JournalingRequest` (a public `BaseRequest` wrapped around the getUpdates client) writes every
 fetched update to a local SQLite journal, committed with synchronous=FULL, *before* PTB sees the
-response. A handler in the last group marks each update done; on start, `replay_unfinished` runs the
-updates that were fetched but never finished, before polling begins.
+response. A handler in the last group marks each update done (written in small batches while updates
+are queued: a lost mark only replays an update, which is never acted on twice); on start,
+`replay_unfinished` runs the updates that were fetched but never finished, before polling begins.
 
 Telegram resends the last, unconfirmed batch after a restart: updates already in the journal are handed
 to PTB as empty updates (just the id), so the offset still advances and nothing is judged twice.
@@ -21,7 +22,7 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEEP_DONE = 10_000  # finished entries kept (duplicates of older updates cannot arrive any more)
+DONE_BATCH = 64  # done-marks written together while updates are queued (bot/app.py: on_update_done)
 
 
 class UpdateJournal:
@@ -44,6 +46,8 @@ class UpdateJournal:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._done_since_prune = 0
+        self._done: list[int] = []  # done-marks not yet written (see mark_done)
+        self._done_lock = threading.Lock()
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -85,28 +89,50 @@ class UpdateJournal:
                 raise
             return new
 
-    def mark_done(self, update_ids: Iterable[int]) -> None:
-        """Handlers have finished with these updates."""
+    def mark_done(self, update_ids: Iterable[int], *, flush: bool = True) -> int:
+        """Handlers have finished with these updates. With flush=False the marks wait for `flush_done`
+        and the call never waits for the journal (a lost "done" only means a harmless replay: incidents
+        are idempotent, and an update whose action was taken is never acted on twice). Returns how
+        many marks are waiting."""
+        with self._done_lock:  # held for microseconds, never across I/O
+            self._done.extend(int(u) for u in update_ids)
+            waiting = len(self._done)
+        if flush:
+            self.flush_done()
+        return waiting
+
+    def flush_done(self) -> None:
+        """Write the done-marks that are waiting (nothing once closed: close() wrote them)."""
         with self._lock:
-            db = self._db()
-            # A lost "done" only means a harmless replay (incidents are idempotent): no fsync needed.
-            db.execute("PRAGMA synchronous=NORMAL")
-            ids = [(time.time(), int(u)) for u in update_ids]
-            db.executemany("UPDATE updates SET done_at = ? WHERE update_id = ? AND done_at IS NULL", ids)
-            self._done_since_prune += len(ids)
-            if self._done_since_prune >= 1000:
-                self._done_since_prune = 0
-                db.execute(
-                    "DELETE FROM updates WHERE done_at IS NOT NULL AND update_id < "
-                    "(SELECT COALESCE(MAX(update_id), 0) FROM updates) - ?",
-                    (KEEP_DONE,),
-                )
+            if self._conn is not None:
+                self._flush_done()
+
+    def _flush_done(self) -> None:
+        with self._done_lock:
+            done, self._done = self._done, []
+        if not done:
+            return
+        db = self._db()
+        # No fsync needed, for the same reason as above.
+        db.execute("PRAGMA synchronous=NORMAL")
+        now = time.time()
+        ids = [(now, u) for u in done]
+        db.executemany("UPDATE updates SET done_at = ? WHERE update_id = ? AND done_at IS NULL", ids)
+        self._done_since_prune += len(ids)
+        if self._done_since_prune >= 1000:
+            self._done_since_prune = 0
+            db.execute(
+                "DELETE FROM updates WHERE done_at IS NOT NULL AND update_id < "
+                "(SELECT COALESCE(MAX(update_id), 0) FROM updates) - ?",
+                (KEEP_DONE,),
+            )
 
     def unfinished(self) -> list[dict[str, Any]]:
         """Updates fetched but not finished, oldest first."""
         if not self.exists():
             return []
         with self._lock:
+            self._flush_done()
             rows = (
                 self._db()
                 .execute("SELECT raw FROM updates WHERE done_at IS NULL ORDER BY update_id")
@@ -117,6 +143,7 @@ class UpdateJournal:
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
+                self._flush_done()
                 self._conn.close()
                 self._conn = None
 
@@ -159,11 +186,22 @@ class DelegatingRequest(BaseRequest):
 
 
 class JournalingRequest(DelegatingRequest):
-    """Wraps the getUpdates `BaseRequest`: journals each fetched batch before PTB gets it."""
+    """Wraps the getUpdates `BaseRequest`: journals each fetched batch before PTB gets it, then shows
+    the batch to `on_batch` (the classifier worker starts judging it while the handlers are busy)."""
 
-    def __init__(self, inner: BaseRequest, journal: UpdateJournal) -> None:
+    def __init__(self, inner: BaseRequest, journal: UpdateJournal | None) -> None:
         super().__init__(inner)
         self.journal = journal
+        self.on_batch: Callable[[list[dict[str, Any]]], object] | None = None
+        # The last body parsed here and what it parsed to: PTB's parse of the same bytes reuses it.
+        self._parsed: tuple[bytes, dict[str, Any]] | None = None
+
+    def parse_json_payload(self, payload: bytes) -> dict[str, Any]:  # type: ignore[override]
+        """PTB's JSON parse of a response (a public hook): a getUpdates body was parsed already."""
+        parsed, self._parsed = self._parsed, None
+        if parsed is not None and parsed[0] is payload:
+            return parsed[1]
+        return BaseRequest.parse_json_payload(payload)
 
     async def do_request(
         self,
@@ -190,12 +228,20 @@ class JournalingRequest(DelegatingRequest):
         updates = payload.get("result") or []
         if not updates:
             return code, body
-        new = await asyncio.to_thread(self.journal.add, updates)
-        if len(new) == len(updates):
-            return code, body
-        # Seen before (resent after a restart): keep only the id, so PTB advances the offset past it.
-        payload["result"] = [u if u["update_id"] in new else {"update_id": u["update_id"]} for u in updates]
-        return code, json.dumps(payload).encode()
+        if self.journal is not None:
+            new = await asyncio.to_thread(self.journal.add, updates)
+            if len(new) != len(updates):
+                # Seen before (resent after a restart): keep only the id, so PTB advances the offset past it.
+                updates = [u if u["update_id"] in new else {"update_id": u["update_id"]} for u in updates]
+                payload["result"] = updates
+                body = json.dumps(payload).encode()
+        if self.on_batch is not None:
+            try:
+                self.on_batch(updates)
+            except Exception:  # only a head start: the handlers judge every message regardless
+                log.exception("prefetching a fetched batch failed")
+        self._parsed = (body, payload)
+        return code, body
 
 
 async def replay_unfinished(application: QinglangApp, journal: UpdateJournal) -> int:

@@ -84,6 +84,13 @@ class Metrics:
             "Evidence entries waiting in the local spool for the database",
             registry=r,
         )
+        self.verdicts = Counter(
+            "qinglang_verdicts",
+            "Verdicts by where they were computed: the classifier worker ahead of the handler, or the "
+            "bot's own process (worker behind, gone or off; per-chat thresholds changed the label)",
+            ["source"],
+            registry=r,
+        )
         self.classify_seconds = Histogram(
             "qinglang_classify_seconds",
             "Time to classify one message",
@@ -101,6 +108,9 @@ class Metrics:
         for kind in get_args(ErrorKind):
             self.delete_failures.labels(kind=kind)
         self.spool_depth.set(0)
+        # Label children looked up once: observe() runs for every message.
+        self._by_status: dict[str, Any] = {}
+        self._by_source: dict[str, Any] = {}
         self.server: MetricsServer | None = None
 
     def read_spool_depth(self, depth: Callable[[], float] | None) -> None:
@@ -112,8 +122,17 @@ class Metrics:
 
     def observe(self, record: MessageRecord, outcome: Outcome) -> None:
         """App observer: count one moderated message (never its content)."""
+        counter = self._by_status.get(outcome.status)
+        if counter is None:
+            counter = self._by_status[outcome.status] = self.messages.labels(status=outcome.status)
         if "decided_by" not in outcome.extra:  # an admin's delete acts on a message already counted
-            self.messages.labels(status=outcome.status).inc()
+            counter.inc()
+        source = outcome.extra.get("verdict_source")
+        if isinstance(source, str):
+            counter = self._by_source.get(source)
+            if counter is None:
+                counter = self._by_source[source] = self.verdicts.labels(source=source)
+            counter.inc()
         if outcome.status in INCIDENT_ACTIONS:
             self.incidents.labels(category=outcome.category or "unknown", action=outcome.status).inc()
         if outcome.status == "delete_failed":

@@ -38,13 +38,19 @@ MAX_REVIEW_TEXT = 3000  # Telegram allows 4096 characters a message; leave room 
 
 
 class VerdictLike(Protocol):
-    """What moderation reads of a classifier Verdict (docs/interfaces.md)."""
+    """What moderation reads of a classifier Verdict (docs/interfaces.md); read-only, as a frozen
+    Verdict is."""
 
-    label: str
-    score: float
-    action: str  # delete | review | pass
-    reasons: Mapping[str, Any]
-    model_version: str
+    @property
+    def label(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def action(self) -> str: ...  # delete | review | pass
+    @property
+    def reasons(self) -> Mapping[str, Any]: ...
+    @property
+    def model_version(self) -> str: ...
 
 
 class Classifier(Protocol):
@@ -80,6 +86,12 @@ class MessageRecord:
     media_file_unique_id: str | None
     forward_origin: dict[str, Any] | None  # where a forward came from; also names an inline bot used
     is_service: bool
+
+    @property
+    def key(self) -> tuple[int, int, int | None]:
+        """(chat, message, edit date in unix seconds): what the classifier worker files its verdict under."""
+        edit = int(self.edit_date.timestamp()) if self.is_edit and self.edit_date is not None else None
+        return (self.chat_id, self.message_id, edit)
 
     @property
     def judged_text(self) -> str:
@@ -129,6 +141,17 @@ def _media(message: Message) -> tuple[str | None, str | None]:
     return None, None
 
 
+def is_service_message(update: Update) -> bool:
+    """A join, pin, title change or other service message (never judged).
+
+    Service messages never carry text or a caption, so messages that do skip PTB's check of some 45
+    attributes, which would otherwise be the costliest step of dispatching an ordinary message."""
+    message = update.effective_message
+    if message is None or message.text or message.caption:
+        return False
+    return bool(filters.StatusUpdate.ALL.check_update(update))
+
+
 def message_record(update: Update) -> MessageRecord | None:
     """The plain record of the message (or edit) an update carries, None if it carries none (pure)."""
     message = update.effective_message
@@ -161,7 +184,7 @@ def message_record(update: Update) -> MessageRecord | None:
         media_kind=media_kind,
         media_file_unique_id=media_id,
         forward_origin=_origin(message),
-        is_service=bool(filters.StatusUpdate.ALL.check_update(update)),
+        is_service=is_service_message(update),
     )
 
 
@@ -294,11 +317,19 @@ async def moderate(record: MessageRecord, services: Services) -> Outcome:
     if skip is not None:
         return Outcome("skipped", reason=skip)
 
-    # Inline on the event loop: the fast path costs well under a millisecond (see `qinglang bench e2e`),
-    # less than handing the text to a thread would.
+    # The classifier worker (bot/classify_worker.py) has usually judged it already; if not, it is
+    # classified here on the event loop: well under a millisecond, less than waiting for it would cost.
     started = time.perf_counter()
-    verdict = services.classifier.classify(record.judged_text, thresholds=chat.thresholds or None)
-    timing = {"classify_seconds": time.perf_counter() - started}  # for the observers (metrics)
+    worker = services.classify_worker
+    if worker is not None:
+        verdict, source = worker.verdict(
+            record.key, record.judged_text, services.classifier, chat.thresholds or None
+        )
+    else:
+        verdict = services.classifier.classify(record.judged_text, thresholds=chat.thresholds or None)
+        source = "in_process"
+    # for the observers (metrics)
+    timing = {"classify_seconds": time.perf_counter() - started, "verdict_source": source}
     decision = decide(verdict, mode=chat.mode)
     if decision.action == "pass":
         return Outcome("ok", category=verdict.label, score=verdict.score, extra=timing)

@@ -493,3 +493,37 @@ async def test_evidence_chain_verifies_after_a_mixed_run(env: Env) -> None:
         await env.say(text)
     result = await storage.verify_database(env.services.db.engine)
     assert result.ok and result.records > 0, result.problems
+
+
+def test_group_message_filter_is_ptbs_composed_filter() -> None:
+    """The one-check filter selects exactly what `ChatType.GROUPS & (UpdateType.MESSAGE |
+    UpdateType.EDITED_MESSAGE) & ~StatusUpdate.ALL` does."""
+    from telegram.ext import filters
+
+    from bot.app import GROUP_MESSAGES
+    from bot.emulator import Emulator
+
+    composed = (
+        filters.ChatType.GROUPS
+        & (filters.UpdateType.MESSAGE | filters.UpdateType.EDITED_MESSAGE)
+        & ~filters.StatusUpdate.ALL
+    )
+    emu = Emulator()
+    emu.add_user(OWNER, "群主")
+    emu.add_user(5001, "小王")
+    emu.add_chat(GROUP, "过滤群", owner=OWNER)
+    emu.add_chat(-5002, "普通群", owner=OWNER, type="group")
+    sent = emu.message(GROUP, 5001, "你好")
+    emu.edit(GROUP, sent["message_id"], "改了")
+    emu.message(-5002, 5001, "普通群的消息")
+    emu.message(GROUP, 5001, caption="出冰", photo=True)
+    emu.message(GROUP, 5001, photo=True)  # no text: the status check runs, and it is not a service message
+    emu.message(GROUP, OWNER, new_chat_members=[5001])
+    emu.message(GROUP, 5001, left_chat_member=user(5001))
+    emu.message(GROUP, OWNER, new_chat_title="新名字")
+    emu.message(GROUP, OWNER, pinned_message=sent)
+    emu.message(5001, 5001, "私聊")
+    updates = [Update.de_json(raw, None) for raw in emu.pending_updates]
+    chosen = [GROUP_MESSAGES.check_update(u) for u in updates]
+    assert chosen == [bool(composed.check_update(u)) for u in updates]
+    assert chosen.count(True) == 5 and chosen.count(False) == 5

@@ -1,0 +1,285 @@
+"""The classifier worker (bot/classify_worker.py): its verdicts equal in-process `classify`, a killed worker
+costs no message, and a reloaded model reaches it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from admin_harness import BOT_ID, shared_model
+from telegram import Update
+
+from bot import admin
+from bot.app import ALLOWED_UPDATES, build_application
+from bot.classify_worker import ClassifyWorker, raw_judged
+from bot.config import Settings
+from bot.emulator import Emulator
+from bot.moderation import MessageRecord, Outcome, message_record
+
+TOKEN = f"{BOT_ID}:AAworker-tests-token-0123456789abcdefghi"
+GROUP = -1001700000001
+ADMIN = 1301
+MEMBER = 1302
+SPAMMERS = range(1400, 1500)
+SPAM = [
+    "出冰，货真价实，量大从优，需要的加V：bing8888",
+    "急招刷单员，手机操作，日结300-500，不收任何费用，加QQ 2837465910",
+    "澳门首家线上赌场，百家乐真人荷官，注册即送88元彩金，日赢万元",
+    "同城上门服务，学生妹兼职，全套包夜，看头像加微信 mm52099",
+]
+CLEAN = ["大家早上好！今天天气不错", "新闻说警方昨天破获一起贩毒案，缴获冰毒两公斤。", "明天下午三点开会"]
+
+
+def _group_emulator() -> Emulator:
+    emu = Emulator(TOKEN, bot_username="qinglang_worker_bot")
+    emu.add_user(ADMIN, "管理员")
+    emu.add_user(MEMBER, "小王")
+    for uid in SPAMMERS:
+        emu.add_user(uid, f"推广{uid}")
+    emu.add_chat(GROUP, "工作进程测试群", admins=[ADMIN], owner=ADMIN)
+    return emu
+
+
+async def _settle(worker: ClassifyWorker, count: int, timeout: float = 20) -> None:
+    """Until the worker's replies for `count` prefetched messages have been read."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while sum(p.fields is not None for p in worker._pending.values()) < count:
+        assert loop.time() < deadline, "the worker did not answer"
+        await asyncio.sleep(0.01)
+
+
+async def _alive(worker: ClassifyWorker, timeout: float = 30) -> None:
+    """Until the worker launched in the background (warm, then fork) is up."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not worker.alive():
+        assert loop.time() < deadline, "the worker was not forked"
+        await asyncio.sleep(0.02)
+
+
+def test_raw_text_is_what_the_handler_judges() -> None:
+    emu = _group_emulator()
+    link = [{"type": "text_link", "offset": 0, "length": 2, "url": "https://t.me/spam"}]
+    button = {"inline_keyboard": [[{"text": "加我", "url": "https://example.com/x"}]]}
+    emu.message(GROUP, MEMBER, "你好 世界")
+    emu.message(GROUP, MEMBER, "点这", entities=link, reply_markup=button)
+    emu.message(GROUP, MEMBER, caption="出冰 加V", photo=True)
+    sent = emu.message(GROUP, MEMBER, "原文")
+    emu.edit(GROUP, sent["message_id"], "改成 加V bing8888")
+    emu.message(GROUP, MEMBER, forward_origin=MEMBER, text="转发的 加QQ 2837465910")
+    emu.message(GROUP, ADMIN, new_chat_members=[MEMBER])  # service: nothing to judge
+    emu.message(MEMBER, MEMBER, "私聊不审")  # a private chat: not moderated
+    judged = 0
+    for raw in emu.pending_updates:
+        record = message_record(Update.de_json(raw, None))
+        found = raw_judged(raw)
+        if record is None or record.is_service or record.chat_id != GROUP:
+            assert found is None, raw
+            continue
+        judged += 1
+        assert found == (record.key, record.judged_text), raw
+    assert judged == 6
+
+
+async def test_worker_verdicts_equal_in_process_classify() -> None:
+    model = shared_model()
+    emu = _group_emulator()
+    texts = SPAM + CLEAN + ["一般般 出冰 吗", "加V了解一下 mm52099"]
+    for i, text in enumerate(texts):
+        emu.message(GROUP, MEMBER, text)
+        emu.message(GROUP, SPAMMERS[i], text + " 快来")
+    updates = list(emu.pending_updates)
+    records = [message_record(Update.de_json(raw, None)) for raw in updates]
+    worker = ClassifyWorker(model)
+    assert worker.start()
+    try:
+        assert worker.prefetch_updates(updates, model) == len(updates)
+        await _settle(worker, len(updates))
+        # None: the model's thresholds; one that moves only actions; one low enough to turn "ok" messages
+        # into flagged ones (review never sits above delete), which changes their label.
+        lenient = {category: 0.01 for category in model.categories}
+        for i, record in enumerate(records):
+            assert isinstance(record, MessageRecord)
+            thresholds = [None, {"drug": 0.5}, lenient][i % 3]
+            verdict, source = worker.verdict(record.key, record.judged_text, model, thresholds)
+            assert verdict == model.classify(record.judged_text, thresholds=thresholds), record.judged_text
+            expected = model.classify(record.judged_text)
+            flips = thresholds is not None and verdict.label != expected.label
+            assert source == ("rejudged" if flips else "worker"), (record.judged_text, thresholds)
+        assert worker.stats.rejudged > 0, "lenient thresholds flag some clean messages"
+        assert worker.stats.in_process == 0
+        # Not prefetched, or a different text under the same key: judged here.
+        verdict, source = worker.verdict((GROUP, 999_999, None), SPAM[0], model, None)
+        assert (verdict, source) == (model.classify(SPAM[0]), "in_process")
+    finally:
+        worker.close()
+    assert worker.pid is None
+
+
+async def test_killed_worker_costs_no_verdict_and_is_forked_again() -> None:
+    model = shared_model()
+    emu = _group_emulator()
+    for text in SPAM:
+        emu.message(GROUP, MEMBER, text)
+    updates = list(emu.pending_updates)
+    worker = ClassifyWorker(model)
+    assert worker.start()
+    try:
+        pid = worker.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        worker.prefetch_updates(updates, model)  # finds it dead: nothing is waited for
+        for raw in updates:
+            record = message_record(Update.de_json(raw, None))
+            assert record is not None
+            verdict, source = worker.verdict(record.key, record.judged_text, model, None)
+            assert (verdict, source) == (model.classify(record.judged_text), "in_process")
+        assert worker.stats.deaths == 1 and not worker.alive()
+        worker._last_fork -= 3600  # the pause between forks has passed
+        assert worker.prefetch_updates(updates, model) == 0, "launched: this batch is the handlers'"
+        await _alive(worker)
+        assert worker.pid != pid
+        assert worker.prefetch_updates(updates, model) == len(updates)
+    finally:
+        worker.close()
+
+
+@dataclass
+class Running:
+    app: Any
+    emu: Emulator
+    outcomes: list[tuple[MessageRecord, Outcome]]
+
+    @property
+    def services(self) -> Any:
+        return self.app.bot_data.services
+
+    def sources(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for _, outcome in self.outcomes:
+            source = outcome.extra.get("verdict_source")
+            if source:
+                out[source] = out.get(source, 0) + 1
+        return out
+
+    async def stream(self, count: int, first_sender: int = 0) -> set[int]:
+        """Queue `count` messages (every other one a solicitation); the ids that must be deleted."""
+        flagged: set[int] = set()
+        model = self.services.classifier
+        judged = len(self.outcomes) + count
+        for i in range(count):
+            text = SPAM[i % len(SPAM)] if i % 2 == 0 else CLEAN[i % len(CLEAN)]
+            sender = SPAMMERS[(first_sender + i) % len(SPAMMERS)]
+            sent = self.emu.message(GROUP, sender, text)
+            if model.classify(text).action == "delete":
+                flagged.add(sent["message_id"])
+        await self.emu.wait_for(
+            lambda: len(self.outcomes) >= judged and all(self.emu.is_deleted(GROUP, m) for m in flagged),
+            timeout=60,
+        )
+        return flagged
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    emu = _group_emulator()
+    settings = Settings(
+        telegram_token=TOKEN,  # type: ignore[arg-type]
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'q.db'}",
+        spool_dir=tmp_path / "spool",
+        metrics_port=0,
+        notice_min_interval_seconds=0,
+        strike_limit=0,
+        telegram_retries=0,
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    outcomes: list[tuple[MessageRecord, Outcome]] = []
+    app = build_application(
+        settings,
+        request=emu.request(),
+        get_updates_request=emu.request(),
+        classifier=shared_model(),
+        observers=[lambda record, outcome: outcomes.append((record, outcome))],
+    )
+    errors: list[BaseException] = []
+
+    async def record_error(update: object, context: Any) -> None:
+        errors.append(context.error)
+
+    app.add_error_handler(record_error)
+    await app.initialize()
+    await app.post_init(app)
+    await app.updater.start_polling(allowed_updates=ALLOWED_UPDATES, poll_interval=0, timeout=1)
+    await app.start()
+    try:
+        yield Running(app=app, emu=emu, outcomes=outcomes)
+    finally:
+        worker = app.bot_data.services.classify_worker
+        emu.close()
+        await app.updater.stop()
+        await app.stop()
+        await app.shutdown()
+        await app.post_shutdown(app)
+        assert worker is None or worker.pid is None, "shutdown stops the worker"
+    assert not errors, errors
+
+
+async def test_bot_judges_every_message_before_and_after_its_worker_is_killed(running: Running) -> None:
+    worker = running.services.classify_worker
+    assert worker is not None
+    assert worker.pid is None, "launched by the first fetched batch, not at start"
+    await running.stream(4)
+    await _alive(worker)
+    running.outcomes.clear()
+    flagged = await running.stream(200, first_sender=4)
+    assert len(running.outcomes) == 200
+    assert running.sources().get("worker", 0) > 0, "a queued burst is judged ahead by the worker"
+    assert {r.message_id for r, o in running.outcomes if o.status == "deleted"} == flagged
+
+    pid = worker.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    running.outcomes.clear()
+    flagged = await running.stream(100, first_sender=204)
+    assert len(running.outcomes) == 100, "every message judged with the worker gone"
+    assert running.sources() == {"in_process": 100}
+    assert {r.message_id for r, o in running.outcomes if o.status == "deleted"} == flagged
+    assert worker.stats.deaths == 1
+
+
+async def test_reload_reaches_the_worker(running: Running) -> None:
+    worker = running.services.classify_worker
+    assert worker is not None
+    await running.stream(4)
+    await _alive(worker)
+    old_pid, old_model = worker.pid, worker.model
+    ok, _ = await admin.reload_model(running.services)
+    assert ok
+    new_model = running.services.classifier
+    assert new_model is not old_model
+    await running.stream(20)
+    assert worker.model is new_model, "the next batch launched a worker with the reloaded model"
+    await _alive(worker)
+    assert worker.pid != old_pid
+    running.outcomes.clear()
+    await running.stream(200, first_sender=20)
+    assert running.sources().get("worker", 0) > 0
+
+
+def test_only_a_real_model_gets_a_worker() -> None:
+    class Fake:
+        version = "fake"
+
+        def classify(self, text: str, thresholds: Any = None) -> Any:
+            raise AssertionError
+
+    assert not ClassifyWorker.usable(Fake())
+    assert ClassifyWorker.usable(shared_model())

@@ -1,0 +1,46 @@
+"""Done-marks written in batches (bot/journal.py): waiting marks are never lost to a replay check, and a
+mark that never reached the disk only replays its update."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from bot.journal import UpdateJournal
+
+
+def _done_on_disk(path: Path) -> set[int]:
+    with sqlite3.connect(path) as conn:
+        return {uid for (uid,) in conn.execute("SELECT update_id FROM updates WHERE done_at IS NOT NULL")}
+
+
+def test_marks_wait_for_a_flush_and_unfinished_sees_them(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    journal = UpdateJournal(path)
+    assert journal.add([{"update_id": i} for i in range(1, 6)]) == {1, 2, 3, 4, 5}
+    assert journal.mark_done([1], flush=False) == 1
+    assert journal.mark_done([2], flush=False) == 2
+    assert _done_on_disk(path) == set(), "not written yet"
+    assert [u["update_id"] for u in journal.unfinished()] == [3, 4, 5], "waiting marks count"
+    journal.mark_done([3], flush=False)
+    journal.flush_done()
+    assert _done_on_disk(path) == {1, 2, 3}
+    journal.mark_done([4])  # flush=True: written at once
+    assert _done_on_disk(path) == {1, 2, 3, 4}
+    journal.mark_done([5], flush=False)
+    journal.close()  # writes what is waiting
+    assert _done_on_disk(path) == {1, 2, 3, 4, 5}
+    journal.flush_done()  # after close: nothing to do, and no connection reopened
+    assert journal._conn is None
+
+
+def test_a_mark_lost_in_a_crash_only_replays_its_update(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite3"
+    journal = UpdateJournal(path)
+    journal.add([{"update_id": 7}, {"update_id": 8}])
+    journal.mark_done([7])
+    journal.mark_done([8], flush=False)  # the process dies before any flush
+    after_crash = UpdateJournal(path)
+    assert [u["update_id"] for u in after_crash.unfinished()] == [8]
+    after_crash.close()
+    journal._conn.close()  # type: ignore[union-attr]
