@@ -533,6 +533,9 @@ class _Identity:
     def to_original(self, start: int, end: int) -> tuple[int, int]:
         return start, end
 
+    def full(self) -> _Identity:
+        return self
+
 
 class Classifier:
     """A loaded model: `classify(text) -> Verdict` (docs/interfaces.md)."""
@@ -598,6 +601,12 @@ class Classifier:
         except Exception:  # the normalizer promises not to raise; a verdict matters more
             return _Identity(text)
 
+    def _normalize_lazy(self, text: str) -> Any:
+        try:
+            return self.normalizer.normalize_lazy(text)
+        except Exception:
+            return _Identity(text)
+
     def _normalize_text(self, text: str) -> str:
         try:
             return self.normalizer.normalize_text(text)
@@ -656,7 +665,8 @@ class Classifier:
     def classify(self, text: str, thresholds: Mapping[str, float] | None = None) -> Verdict:
         """The verdict on one message; `thresholds` overrides delete thresholds per category."""
         text = _clean(text)
-        ntext = clean_text(self._normalize_text(text))
+        norm = self._normalize_lazy(text)
+        ntext = norm.text
         contacts = _extract_contacts(ntext)
         scored = self.scorer._score(ntext, [] if contacts is None else contacts)
         scores = dict(zip(self.scorer.classes, scored.probs, strict=True))
@@ -667,11 +677,10 @@ class Classifier:
         if terms or contacts:
             # Positions in the original text need the offset map: built only when there is
             # something to point at (most messages have neither).
-            norm = self._normalize(text)
-            if norm.text != ntext:  # cannot happen (normalize_text == normalize().text); be safe
-                ntext = norm.text
-                terms = self._find_terms(ntext)
-                contacts = _extract_contacts(ntext)
+            try:
+                norm = norm.full()
+            except Exception:  # the normalizer promises not to raise; a verdict matters more
+                norm = _Identity(text)
             for nt, cat, i, end in terms:
                 os_, oe = norm.to_original(i, end)
                 term_reasons.append({"term": nt, "category": cat, "start": int(os_), "end": int(oe)})
