@@ -21,7 +21,7 @@ import platform
 import random
 import re
 import time
-from collections import Counter
+from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -405,8 +405,10 @@ class FastScorer:
     def _hits(self, text: str, contacts: Sequence[Any] | None) -> list[list[int]]:
         """Per vectorizer, the columns of the n-grams of `text` found in its vocabulary."""
         get = self._word_get
+        cut = self._words._cut or self._words._build()  # text is clean: WordTokenizer minus clean_text
+        words = [t for t in cut(text) if not t.isspace()]
         parts = [
-            [j for j in map(get, ngrams(self._words(text), *self._word_range)) if j is not None],
+            [j for j in map(get, ngrams(words, *self._word_range)) if j is not None],
             self._char_hits(text),
         ]
         if self.maps["contact"]:
@@ -429,7 +431,8 @@ class FastScorer:
         for hits in self._hits(text, contacts):
             if hits:
                 # columns in order of first appearance: top_features breaks ties by it
-                cnt = Counter(hits)
+                cnt: dict[int, int] = {}
+                _count_elements(cnt, hits)  # Counter's C loop, without Counter's Python __init__
                 cols.extend(cnt)
                 counts.extend(cnt.values())
                 repeated = repeated or len(cnt) != len(hits)
