@@ -90,8 +90,11 @@ _GATES = {
 }
 
 
+_GATE_OF = {id(p): g for p, g in _GATES.items()}  # hashing a Pattern hashes its code: slow
+
+
 def _matches(pattern: re.Pattern[str], text: str) -> Iterable[re.Match[str]]:
-    return pattern.finditer(text) if _GATES[pattern].search(text) else ()
+    return pattern.finditer(text) if _GATE_OF[id(pattern)].search(text) else ()
 
 
 def _ascii(s: str) -> str:

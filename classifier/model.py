@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from classifier import features
+from classifier.contacts import contact_features, extract_contacts
 from classifier.features import (
     CharTokenizer,
     ContactTokenizer,
@@ -415,8 +416,6 @@ class FastScorer:
             if contacts is None:
                 tokens = self._contacts(text)
             elif contacts:
-                from classifier.contacts import contact_features
-
                 tokens = list(contact_features(contacts))
             else:
                 tokens = []
@@ -722,8 +721,6 @@ def _extract_contacts(text: str) -> list[Any] | None:
     if _MAYBE_CONTACT.search(text) is None:
         return []
     try:
-        from classifier.contacts import extract_contacts
-
         return list(extract_contacts(text))
     except Exception:
         return None
