@@ -2,8 +2,8 @@
 
 Pipeline: NormalizeText -> FeatureUnion(word TF-IDF over jieba tokens, char n-gram TF-IDF,
 contact-feature TF-IDF) -> multinomial LogisticRegression. The fast path (`FastScorer`) does the
-same arithmetic with dict lookups and one small dense gather; a test holds it equal to
-`pipeline.predict_proba` to 1e-9.
+same arithmetic with dict lookups (words), a sorted-key search (character n-grams) and one small
+dense gather; tests hold it equal to `pipeline.predict_proba` to 1e-9.
 
 A model directory holds `pipeline.joblib` (the fitted pipeline), `fast.npz` + `vocab.json`
 (what the fast path needs, loadable without unpickling) and `model.json` (sidecar: version,
