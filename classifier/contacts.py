@@ -75,6 +75,27 @@ _URL_RE = re.compile(
 )
 _TRAILING = ".,;:!?'\")]"
 
+# Something every match of a pattern contains, under the same flags: a pattern whose gate does
+# not occur is not run (one quick scan for a literal instead of a full one; most messages carry
+# no contact at all). A test checks each gate against its pattern.
+_GATES = {
+    _PHONE_RE: re.compile(r"[1１][3-9３-９]"),
+    _QQ_RE: re.compile(r"q|扣扣|企鹅", re.IGNORECASE),
+    _WECHAT_RE: re.compile(r"[vw微薇威徽]|绿泡泡", re.IGNORECASE),
+    _WXID_RE: re.compile(r"wxid_", re.IGNORECASE),
+    _TG_LINK_RE: re.compile(r"\.(?:me|dog)/", re.IGNORECASE),
+    _TG_AT_RE: re.compile(r"@"),
+    _TG_CUE_RE: re.compile(r"电报|飞机|t", re.IGNORECASE),
+    _URL_RE: re.compile(r"://|\."),
+}
+
+
+_GATE_OF = {id(p): g for p, g in _GATES.items()}  # hashing a Pattern hashes its code: slow
+
+
+def _matches(pattern: re.Pattern[str], text: str) -> Iterable[re.Match[str]]:
+    return pattern.finditer(text) if _GATE_OF[id(pattern)].search(text) else ()
+
 
 def _ascii(s: str) -> str:
     """Full-width digits/letters to ASCII, lowercase, separators out (for values)."""
@@ -91,30 +112,30 @@ def extract_contacts(text: str) -> list[Contact]:
     def add(kind: str, value: str, start: int, end: int) -> None:
         found.append(Contact(kind, value, start, end))
 
-    for m in _PHONE_RE.finditer(text):
+    for m in _matches(_PHONE_RE, text):
         digits = re.sub(r"\D", "", _ascii(m.group()))
         add("phone", digits[-11:], m.start(), m.end())
-    for m in _QQ_RE.finditer(text):
+    for m in _matches(_QQ_RE, text):
         add("qq", _ascii(m.group("id")), m.start("id"), m.end("id"))
-    for m in _WECHAT_RE.finditer(text):
+    for m in _matches(_WECHAT_RE, text):
         value = _ascii(m.group("id"))
         if value[:1].isdigit() or value.startswith("+"):
             value = re.sub(r"\D", "", value)[-11:]
         add("wechat", value, m.start("id"), m.end("id"))
-    for m in _WXID_RE.finditer(text):
+    for m in _matches(_WXID_RE, text):
         add("wechat", _ascii(m.group()), m.start(), m.end())
 
     tg_spans: list[tuple[int, int]] = []
-    for m in _TG_LINK_RE.finditer(text):
+    for m in _matches(_TG_LINK_RE, text):
         path = m.group("id").rstrip("/")
         add("telegram", "t.me/" + path.lower(), m.start(), m.start("id") + len(path))
         tg_spans.append((m.start(), m.end()))
-    for m in _TG_AT_RE.finditer(text):
+    for m in _matches(_TG_AT_RE, text):
         add("telegram", "@" + m.group("id").lower(), m.start(), m.end())
-    for m in _TG_CUE_RE.finditer(text):
+    for m in _matches(_TG_CUE_RE, text):
         add("telegram", "@" + m.group("id").lower(), m.start("id"), m.end("id"))
 
-    for m in _URL_RE.finditer(text):
+    for m in _matches(_URL_RE, text):
         start, end = m.span()
         while end > start and text[end - 1] in _TRAILING:
             end -= 1

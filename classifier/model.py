@@ -2,8 +2,8 @@
 
 Pipeline: NormalizeText -> FeatureUnion(word TF-IDF over jieba tokens, char n-gram TF-IDF,
 contact-feature TF-IDF) -> multinomial LogisticRegression. The fast path (`FastScorer`) does the
-same arithmetic with dict lookups and one small dense gather; a test holds it equal to
-`pipeline.predict_proba` to 1e-9.
+same arithmetic with dict lookups (words), a sorted-key search (character n-grams) and one small
+dense gather; tests hold it equal to `pipeline.predict_proba` to 1e-9.
 
 A model directory holds `pipeline.joblib` (the fitted pipeline), `fast.npz` + `vocab.json`
 (what the fast path needs, loadable without unpickling) and `model.json` (sidecar: version,
@@ -13,6 +13,7 @@ sha256 of every artifact, checked before anything is read).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import math
@@ -20,17 +21,18 @@ import platform
 import random
 import re
 import time
-from collections import Counter
+from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from classifier import features
+from classifier.contacts import contact_features, extract_contacts
 from classifier.features import (
     CharTokenizer,
     ContactTokenizer,
@@ -297,15 +299,37 @@ def choose_thresholds(
 
 # --- fast path --------------------------------------------------------------------------------
 
+_PARTS = ("word", "char", "contact")  # the vectorizers, in column order
+
+
+def _char_key(gram: str) -> int:
+    """A character n-gram (n <= 3) as one integer: code points + 1, 21 bits each, so n-grams
+    of different lengths never share a key."""
+    key = 0
+    for ch in gram:
+        key = (key << 21) | (ord(ch) + 1)
+    return key
+
+
+class _Scored(NamedTuple):
+    """One text scored: probabilities in class order, and for each feature found (unique
+    columns in order of first appearance) its value and its row of coefficients."""
+
+    probs: list[float]
+    cols: np.ndarray
+    vals: np.ndarray
+    weights: np.ndarray
+
 
 class FastScorer:
     """`pipeline.predict_proba` for one normalized text, done directly.
 
-    Per vectorizer: n-grams -> column indices (one dict lookup each, in C via `map`), counts,
-    sublinear tf x idf, L2 norm; then one small gather of `coef` rows, the intercept and a
-    softmax. Character n-grams are sliced from the text with whitespace removed (the same
-    n-grams as the vectorizer's space-joined character tokens; the vocabulary is re-keyed at
-    load). A test holds the result equal to `predict_proba` to 1e-9.
+    Per vectorizer: n-grams -> column indices, counts, sublinear tf x idf, L2 norm; then one
+    gather of `coef` rows, the intercept and a softmax. Word n-grams are looked up in a dict.
+    Character n-grams (the vectorizer's n-grams of space-joined single characters) become
+    integer keys, code points + 1 packed 21 bits each, found with one `searchsorted` in the
+    sorted vocabulary keys: a handful of numpy calls per message instead of a string slice and
+    a dict lookup per n-gram. A test holds the result equal to `predict_proba` to 1e-9.
     """
 
     def __init__(
@@ -322,19 +346,18 @@ class FastScorer:
         self.coef = np.ascontiguousarray(coef, dtype=np.float64)
         self.intercept = np.asarray(intercept, dtype=np.float64)
         self.idf = np.asarray(idf, dtype=np.float64)
-        self._idf = self.idf.tolist()
         self.params = params
         self._terms: list[str] = []  # every column's term, in column order
-        self._parts: list[tuple[int, str]] = []  # (first column, vectorizer name)
+        self._starts: list[int] = []  # first column of each vectorizer, in _PARTS order
         self.maps: dict[str, dict[str, int]] = {}
-        for part in ("word", "char", "contact"):
+        for part in _PARTS:
             start = len(self._terms)
             terms = list(vocabs.get(part, ()))
             if part == "char":  # "a b c" (space-joined characters) -> "abc"
                 self.maps[part] = {t[::2]: start + i for i, t in enumerate(terms)}
             else:
                 self.maps[part] = {t: start + i for i, t in enumerate(terms)}
-            self._parts.append((start, part))
+            self._starts.append(start)
             self._terms.extend(terms)
         if len(self._terms) != self.coef.shape[0] or len(self.idf) != len(self._terms):
             raise ModelError("fast-path arrays do not match the vocabulary")
@@ -342,15 +365,29 @@ class FastScorer:
             len(k) * 2 - 1 != len(t) for k, t in zip(self.maps["char"], vocabs.get("char", ()), strict=False)
         ):
             raise ModelError("character vocabulary is not space-joined single characters")
+        # One row per column: idf, then the coefficients. Both are read for every feature of a
+        # message, and one gather of adjacent numbers costs less than two (cache misses).
+        self._rows = np.ascontiguousarray(np.column_stack([self.idf, self.coef]))
         self._words = WordTokenizer(words, params.engine)
         self._contacts = ContactTokenizer()
         self._char_range = tuple(params.char_ngrams)
         self._word_range = tuple(params.word_ngrams)
+        self._word_get = self.maps["word"].get
+        self._contact_get = self.maps["contact"].get
+        self._char_keys: np.ndarray | None = None
+        self._char_cols = np.zeros(0, dtype=np.intp)
+        lo, hi = self._char_range
+        if 1 <= lo <= hi <= 3:  # 3 x 21 bits fit an int64; longer n-grams use the dict
+            keys = np.array([_char_key(k) for k in self.maps["char"]], dtype=np.int64)
+            cols = np.fromiter(self.maps["char"].values(), dtype=np.intp, count=len(keys))
+            order = np.argsort(keys)
+            # A sentinel above every key: searchsorted never points past the end.
+            self._char_keys = np.append(keys[order], np.iinfo(np.int64).max)
+            self._char_cols = np.append(cols[order], -1)
 
     def name(self, col: int) -> str:
         """The feature in column `col`, as "word:...", "char:..." or "contact:..."."""
-        part = next(p for start, p in reversed(self._parts) if start <= col)
-        return f"{part}:{self._terms[col]}"
+        return f"{_PARTS[bisect.bisect_right(self._starts, col) - 1]}:{self._terms[col]}"
 
     def _char_grams(self, text: str) -> list[str]:
         s = "".join(text.split())  # CharTokenizer drops whitespace characters
@@ -361,65 +398,121 @@ class FastScorer:
             out.extend([s[i : i + k] for i in range(n - k + 1)])
         return out
 
-    def features(self, text: str, contacts: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Column indices and TF-IDF values (each vectorizer L2-normalized) of `text`;
-        `contacts`: extract_contacts(text) when the caller has it already."""
+    def _char_hits(self, text: str) -> list[int]:
+        """Vocabulary columns of the character n-grams of `text`, in the vectorizer's order
+        (all 1-grams left to right, then all 2-grams, ...)."""
+        keys_sorted = self._char_keys
+        if keys_sorted is None:
+            get = self.maps["char"].get
+            return [j for j in map(get, self._char_grams(text)) if j is not None]
+        s = "".join(text.split())  # CharTokenizer drops whitespace characters
+        if not s:
+            return []
+        cp = np.frombuffer(s.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
+        cp += 1
+        lo, hi = self._char_range
+        grams = [cp] if lo == 1 else []
+        k = cp
+        for n in range(2, hi + 1):
+            k = (k[:-1] << 21) | cp[n - 1 :]
+            if n >= lo:
+                grams.append(k)
+        keys = np.concatenate(grams) if len(grams) > 1 else grams[0]
+        idx = keys_sorted.searchsorted(keys)
+        return self._char_cols[idx[keys_sorted[idx] == keys]].tolist()
+
+    def _hits(self, text: str, contacts: Sequence[Any] | None) -> list[list[int]]:
+        """Per vectorizer, the columns of the n-grams of `text` found in its vocabulary."""
+        get = self._word_get
+        cut = self._words._cut or self._words._build()  # text is clean: WordTokenizer minus clean_text
+        words = [t for t in cut(text) if not t.isspace()]
         parts = [
-            (self.maps["word"], ngrams(self._words(text), *self._word_range)),
-            (self.maps["char"], self._char_grams(text)),
+            [j for j in map(get, ngrams(words, *self._word_range)) if j is not None],
+            self._char_hits(text),
         ]
         if self.maps["contact"]:
             if contacts is None:
-                parts.append((self.maps["contact"], self._contacts(text)))
+                tokens = self._contacts(text)
             elif contacts:
-                from classifier.contacts import contact_features
+                tokens = list(contact_features(contacts))
+            else:
+                tokens = []
+            parts.append([j for j in map(self._contact_get, tokens) if j is not None])
+        return parts
 
-                parts.append((self.maps["contact"], list(contact_features(contacts))))
-        idf = self._idf
-        log, sqrt = math.log, math.sqrt
+    def _score(self, text: str, contacts: Sequence[Any] | None) -> _Scored:
         cols: list[int] = []
-        vals: list[float] = []
-        for vocab, tokens in parts:
-            hits = [j for j in map(vocab.get, tokens) if j is not None]
-            if not hits:
-                continue
-            # small vectors: plain Python floats beat a dozen tiny numpy calls
-            cnt = Counter(hits)
-            v = [idf[j] if c == 1 else (log(c) + 1.0) * idf[j] for j, c in cnt.items()]
-            norm = sqrt(sum([x * x for x in v]))
-            cols.extend(cnt)
-            vals.extend([x / norm for x in v])
-        return np.array(cols, dtype=np.intp), np.array(vals, dtype=np.float64)
+        counts: list[int] = []
+        ends: list[int] = []
+        repeated = False
+        for hits in self._hits(text, contacts):
+            if hits:
+                # columns in order of first appearance: top_features breaks ties by it
+                cnt: dict[int, int] = {}
+                _count_elements(cnt, hits)  # Counter's C loop, without Counter's Python __init__
+                cols.extend(cnt)
+                counts.extend(cnt.values())
+                repeated = repeated or len(cnt) != len(hits)
+                ends.append(len(cols))
+        if not cols:
+            return self._empty_score()
+        c = np.array(cols, dtype=np.intp)
+        rows = self._rows[c]
+        v = rows[:, 0]  # idf: tf is 1 unless a column repeats
+        if repeated:
+            v *= np.log(np.array(counts, dtype=np.float64)) + 1.0  # sublinear tf; log(1) + 1 == 1
+        start = 0
+        for end in ends:  # each vectorizer's vector has unit length
+            seg = v[start:end]
+            seg /= math.sqrt(seg @ seg)
+            start = end
+        weights = rows[:, 1:]
+        return _Scored(self._softmax((self.intercept + v @ weights).tolist()), c, v, weights)
+
+    def _empty_score(self) -> _Scored:
+        empty = np.zeros(0, dtype=np.intp)
+        return _Scored(self._softmax(self.intercept.tolist()), empty, np.zeros(0), self.coef[empty])
+
+    def _softmax(self, z: list[float]) -> list[float]:
+        if len(self.classes) == 2:  # binary LogisticRegression: one column, sigmoid
+            p1 = 1.0 / (1.0 + math.exp(-z[0]))
+            return [1.0 - p1, p1]
+        top = max(z)
+        e = [math.exp(x - top) for x in z]
+        total = sum(e)
+        return [x / total for x in e]
+
+    def features(self, text: str, contacts: Sequence[Any] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Column indices and TF-IDF values (each vectorizer L2-normalized) of `text`;
+        `contacts`: extract_contacts(text) when the caller has it already."""
+        s = self._score(text, contacts)
+        return s.cols, s.vals
 
     def proba(
         self, text: str, contacts: Sequence[Any] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(probabilities in `classes` order, columns, values)."""
-        cols, vals = self.features(text, contacts)
-        z = self.intercept + vals @ self.coef[cols] if len(cols) else self.intercept.copy()
-        if len(self.classes) == 2:  # binary LogisticRegression: one column, sigmoid
-            p1 = 1.0 / (1.0 + math.exp(-float(z[0])))
-            return np.array([1.0 - p1, p1]), cols, vals
-        zs = z.tolist()
-        top = max(zs)
-        e = [math.exp(x - top) for x in zs]
-        total = sum(e)
-        return np.array([x / total for x in e]), cols, vals
+        s = self._score(text, contacts)
+        return np.array(s.probs), s.cols, s.vals
 
     def top_features(self, cols: np.ndarray, vals: np.ndarray, label: str, k: int = 5) -> list[dict]:
         """The k features that pushed hardest toward `label` (value x weight)."""
-        if not len(cols):
+        return self._top(_Scored([], cols, vals, self.coef[cols]), label, k)
+
+    def _top(self, s: _Scored, label: str, k: int = 5) -> list[dict]:
+        if not len(s.cols):
             return []
         ci = self.classes.index(label)
-        if self.coef.shape[1] == 1:  # binary: the single column pushes toward classes[1]
-            contrib = vals * self.coef[cols, 0] * (1.0 if ci == 1 else -1.0)
+        if s.weights.shape[1] == 1:  # binary: the single column pushes toward classes[1]
+            contrib = s.vals * s.weights[:, 0] * (1.0 if ci == 1 else -1.0)
         else:
-            contrib = vals * self.coef[cols, ci]
+            contrib = s.vals * s.weights[:, ci]
+        # The largest first, ties in order of first appearance (a stable sort).
         order = np.argsort(-contrib, kind="stable")[:k]
         return [
-            {"feature": self.name(int(cols[i])), "weight": round(float(contrib[i]), 4)}
-            for i in order.tolist()
-            if contrib[i] > 0
+            {"feature": self.name(col), "weight": round(x, 4)}
+            for col, x in zip(s.cols[order].tolist(), contrib[order].tolist(), strict=True)
+            if x > 0
         ]
 
 
@@ -460,6 +553,9 @@ class _Identity:
     def to_original(self, start: int, end: int) -> tuple[int, int]:
         return start, end
 
+    def full(self) -> _Identity:
+        return self
+
 
 class Classifier:
     """A loaded model: `classify(text) -> Verdict` (docs/interfaces.md)."""
@@ -497,10 +593,18 @@ class Classifier:
                 self._terms.setdefault(nt[0], []).append((nt, term, cat))
         for lst in self._terms.values():
             lst.sort(key=lambda x: (-len(x[0]), x[0], x[2]))
-        # Where some term starts (a zero-width lookahead finds overlapping starts in C); the
-        # Python loop in _match_terms then runs only at those positions.
-        alts = sorted({nt for lst in self._terms.values() for nt, _t, _c in lst}, key=lambda t: (-len(t), t))
-        self._term_re = re.compile("(?=(?:" + "|".join(map(re.escape, alts)) + "))") if alts else None
+        # Where some term starts: its first character, then a lookahead for the rest; each
+        # match is one character long, so finditer finds overlapping starts. Leading with a
+        # literal per branch lets `re` skip in C to the characters that can start a term (a
+        # lookahead over all terms at every position cost more than the rest of _find_terms).
+        branches = []
+        for first, lst in sorted(self._terms.items()):
+            rests = sorted({nt[1:] for nt, _t, _c in lst}, key=lambda t: (-len(t), t))
+            if "" in rests:
+                branches.append(re.escape(first))
+            else:
+                branches.append(re.escape(first) + "(?=" + "|".join(map(re.escape, rests)) + ")")
+        self._term_re = re.compile("|".join(branches)) if branches else None
 
     @property
     def pipeline(self) -> Any:
@@ -515,6 +619,12 @@ class Classifier:
         try:
             return self.normalizer.normalize(text)
         except Exception:  # the normalizer promises not to raise; a verdict matters more
+            return _Identity(text)
+
+    def _normalize_lazy(self, text: str) -> Any:
+        try:
+            return self.normalizer.normalize_lazy(text)
+        except Exception:
             return _Identity(text)
 
     def _normalize_text(self, text: str) -> str:
@@ -569,16 +679,17 @@ class Classifier:
 
     def scores(self, text: str) -> dict[str, float]:
         """Every label's probability for `text`."""
-        probs, _, _ = self.scorer.proba(clean_text(self._normalize_text(_clean(text))))
-        return dict(zip(self.scorer.classes, map(float, probs), strict=True))
+        scored = self.scorer._score(clean_text(self._normalize_text(_clean(text))), None)
+        return dict(zip(self.scorer.classes, scored.probs, strict=True))
 
     def classify(self, text: str, thresholds: Mapping[str, float] | None = None) -> Verdict:
         """The verdict on one message; `thresholds` overrides delete thresholds per category."""
         text = _clean(text)
-        ntext = clean_text(self._normalize_text(text))
+        norm = self._normalize_lazy(text)
+        ntext = norm.text
         contacts = _extract_contacts(ntext)
-        probs, cols, vals = self.scorer.proba(ntext, [] if contacts is None else contacts)
-        scores = dict(zip(self.scorer.classes, map(float, probs), strict=True))
+        scored = self.scorer._score(ntext, [] if contacts is None else contacts)
+        scores = dict(zip(self.scorer.classes, scored.probs, strict=True))
         label, action = decide(scores, self.categories, self.thresholds.with_overrides(thresholds))
         terms = self._find_terms(ntext)
         term_reasons: list[dict] = []
@@ -586,11 +697,10 @@ class Classifier:
         if terms or contacts:
             # Positions in the original text need the offset map: built only when there is
             # something to point at (most messages have neither).
-            norm = self._normalize(text)
-            if norm.text != ntext:  # cannot happen (normalize_text == normalize().text); be safe
-                ntext = norm.text
-                terms = self._find_terms(ntext)
-                contacts = _extract_contacts(ntext)
+            try:
+                norm = norm.full()
+            except Exception:  # the normalizer promises not to raise; a verdict matters more
+                norm = _Identity(text)
             for nt, cat, i, end in terms:
                 os_, oe = norm.to_original(i, end)
                 term_reasons.append({"term": nt, "category": cat, "start": int(os_), "end": int(oe)})
@@ -599,7 +709,7 @@ class Classifier:
                 contact_reasons.append({"kind": c.kind, "value": c.value, "start": int(os_), "end": int(oe)})
         reasons = {
             "terms": term_reasons,
-            "features": self.scorer.top_features(cols, vals, label),
+            "features": self.scorer._top(scored, label),
             "contacts": contact_reasons,
         }
         return Verdict(
@@ -629,8 +739,6 @@ def _extract_contacts(text: str) -> list[Any] | None:
     if _MAYBE_CONTACT.search(text) is None:
         return []
     try:
-        from classifier.contacts import extract_contacts
-
         return list(extract_contacts(text))
     except Exception:
         return None

@@ -17,7 +17,9 @@ two Han characters, a cue now next to an id), so 2-5 repeat until nothing change
 stripped last. That loop is what makes normalization idempotent.
 
 Every step is a regex substitution whose callback is shared by the fast path (`normalize_text`,
-plain `re.sub`) and the offset-keeping path (`normalize`), so the two cannot drift apart.
+plain `re.sub`) and the offset-keeping path (`normalize`), so the two cannot drift apart. When
+every character maps to exactly one and no step changes anything (most messages), the offset
+map is the identity and the offset-keeping path is skipped.
 """
 
 from __future__ import annotations
@@ -65,6 +67,29 @@ class Normalized:
             pos = self.offsets[start] if start < n else len(self.original)
             return pos, pos
         return self.offsets[start], self.ends[end - 1]
+
+
+class LazyNormalized:
+    """A normalized text whose offset map (a `Normalized`) is built on first use."""
+
+    __slots__ = ("_changed", "_full", "_normalizer", "original", "text")
+
+    def __init__(self, normalizer: Normalizer, original: str, text: str, changed: bool) -> None:
+        self._normalizer = normalizer
+        self.original = original
+        self.text = text
+        self._changed = changed
+        self._full: Normalized | None = None
+
+    def full(self) -> Normalized:
+        """The complete result, offsets included (what `Normalizer.normalize` returns)."""
+        if self._full is None:
+            self._full = self._normalizer._offsets(self.original, self.text, self._changed)
+        return self._full
+
+    def to_original(self, start: int, end: int) -> tuple[int, int]:
+        """The span of `original` that text[start:end] came from (end exclusive)."""
+        return self.full().to_original(start, end)
 
 
 @lru_cache(maxsize=1)
@@ -349,11 +374,33 @@ class Normalizer:
         """The normalized text alone (same as `normalize(text).text`, without the offset map)."""
         if not isinstance(text, str):
             text = str(text)
+        return self._plain(text)[0]
+
+    def normalize(self, text: str) -> Normalized:
+        """Normalized text with the offset map back to `text`; never raises on a str."""
+        if not isinstance(text, str):
+            text = str(text)
+        s, changed = self._plain(text)
+        return self._offsets(text, s, changed)
+
+    def normalize_lazy(self, text: str) -> LazyNormalized:
+        """`normalize(text)` with the offset map built on first use: for callers that seldom
+        need positions (the classifier, when a message has no term or contact to point at)."""
+        if not isinstance(text, str):
+            text = str(text)
+        s, changed = self._plain(text)
+        return LazyNormalized(self, text, s, changed)
+
+    def _plain(self, text: str) -> tuple[str, bool]:
+        """(normalized text, whether any step after the per-character map changed it)."""
         tidy, make = self._tidy, self._make
         s = text.translate(self._cmap)
+        changed = False
         for _ in range(_MAX_ROUNDS):
             for pattern, fn in tidy:
-                s = pattern.sub(fn, s)
+                t = pattern.sub(fn, s)
+                if t != s:
+                    changed, s = True, t
             made = s
             for pattern, fn in make:
                 made = pattern.sub(fn, made)
@@ -361,13 +408,20 @@ class Normalizer:
                 break
             # New tokens change their neighbours' context (separators now between Han, a cue
             # now next to an id): tidy again and repeat until nothing changes.
-            s = made
-        return self._strip_re.sub("", s)
+            changed, s = True, made
+        out = s.strip(" ")  # the ends, as _strip_re does
+        return out, changed or len(out) != len(s)
 
-    def normalize(self, text: str) -> Normalized:
-        """Normalized text with the offset map back to `text`; never raises on a str."""
-        if not isinstance(text, str):
-            text = str(text)
+    def _offsets(self, text: str, s: str, changed: bool) -> Normalized:
+        """The Normalized result for `text`, whose normalized text `_plain` found to be `s`."""
+        if not changed and not text.translate(self._cmap.irregular):
+            # every character mapped to exactly one and no step changed anything: the usual case
+            n = len(s)
+            return Normalized(original=text, text=s, offsets=tuple(range(n)), ends=tuple(range(1, n + 1)))
+        return self._tracked(text)
+
+    def _tracked(self, text: str) -> Normalized:
+        """The offset-keeping path: every step carries the offset maps along."""
         tidy, make = self._tidy, self._make
         cmap = self._cmap
         s = text.translate(cmap)

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from classifier import contacts as contacts_mod
 from classifier.contacts import Contact, contact_features, extract_contacts
 from classifier.normalize import Normalizer
 
@@ -135,3 +136,46 @@ def test_long_input() -> None:
     text = "加微信 kefu888 电话13812345678 " * 4000
     found = extract_contacts(text)
     assert len(found) == 2 * 4000  # each repeat: one wechat id, one phone
+
+
+PIECES = [
+    "wxid_",
+    "t.me/",
+    "扣扣",
+    "企鹅",
+    "绿泡泡",
+    "电报",
+    "飞机",
+    "https://",
+    "13812345678",
+    "ı",
+    "İ",
+    "ſ",
+]
+CONTACTISH = st.lists(
+    st.one_of(
+        st.characters(exclude_categories=()),
+        st.sampled_from("qQ微信薇威徽vVwWx@.:/-+1386１３８ _"),
+        st.sampled_from(PIECES),
+    ),
+    max_size=24,
+).map("".join)
+
+
+def _gate_holds(text: str) -> None:
+    for pattern, gate in contacts_mod._GATES.items():
+        if pattern.search(text) is not None:
+            assert gate.search(text) is not None, (pattern.pattern[:40], text)
+
+
+@pytest.mark.parametrize(("reason", "text", "expected"), POSITIVES, ids=[r[0] for r in POSITIVES])
+def test_gates_pass_every_positive(reason: str, text: str, expected: list[tuple[str, str, str]]) -> None:
+    """A pattern runs only when its gate occurs: the gate must occur wherever the pattern matches."""
+    _gate_holds(text)
+    _gate_holds(Normalizer().normalize(text).text)
+
+
+@settings(max_examples=500)
+@given(CONTACTISH)
+def test_property_gates_are_necessary(text: str) -> None:
+    _gate_holds(text)

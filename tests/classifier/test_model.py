@@ -296,3 +296,71 @@ def test_one_inseparable_shape_does_not_set_the_threshold() -> None:
     )
     assert uncapped.review["fraud"] > 0.95
     assert capped.review["fraud"] == m.ModelParams().review_floor
+
+
+def _reference_features(scorer: m.FastScorer, text: str) -> tuple[list[int], list[float]]:
+    """The fast path's features done the plain way (string n-grams, dict lookups, Python floats):
+    what FastScorer computed before its numpy shortcuts; unique columns in order of first
+    appearance per vectorizer."""
+    import math
+    from collections import Counter
+
+    from classifier.features import ContactTokenizer, ngrams
+
+    chars = "".join(text.split())
+    lo, hi = scorer._char_range
+    grams = [chars[i : i + k] for k in range(lo, hi + 1) for i in range(len(chars) - k + 1)]
+    parts = [
+        (scorer.maps["word"], ngrams(scorer._words(text), *scorer._word_range)),
+        (scorer.maps["char"], grams),
+        (scorer.maps["contact"], ContactTokenizer()(text)),
+    ]
+    cols: list[int] = []
+    vals: list[float] = []
+    for vocab, tokens in parts:
+        cnt = Counter(vocab[t] for t in tokens if t in vocab)
+        v = [(math.log(c) + 1.0) * float(scorer.idf[j]) for j, c in cnt.items()]
+        norm = math.sqrt(sum(x * x for x in v))
+        cols.extend(cnt)
+        vals.extend(x / norm for x in v)
+    return cols, vals
+
+
+def test_classify_equals_reference_on_project_corpus(shipped: m.Classifier) -> None:
+    """classify() (lazy offsets, contacts passed in, integer-keyed character n-grams, one-row
+    gathers) gives the pipeline's probabilities and the top features a plain implementation
+    gives, ties in first-appearance order."""
+    cfg = GeneratorConfig(seed=13, per_category=250, ok_templated=500, background=500)
+    texts = (
+        [e.text for e in generate(load_seeds(), cfg)]
+        + ODD_INPUTS[:7]
+        + ["𝕏𝕏 加微信 🍀 abc1234", "\U0010ffff冰毒"]
+    )
+    verdicts = [shipped.classify(t) for t in texts]
+    ref = shipped.pipeline.predict_proba(texts)
+    got = np.array([[v.scores[c] for c in shipped.scorer.classes] for v in verdicts])
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
+    sc = shipped.scorer
+    for text, v in zip(texts, verdicts, strict=True):
+        cols, vals = _reference_features(sc, shipped.normalizer.normalize_text(m._clean(text)))
+        ci = sc.classes.index(v.label)
+        contrib = np.array(vals) * sc.coef[cols, ci] if cols else np.zeros(0)
+        order = np.argsort(-contrib, kind="stable")[:5]
+        expected = [
+            {"feature": sc.name(cols[i]), "weight": round(float(contrib[i]), 4)}
+            for i in order
+            if contrib[i] > 0
+        ]
+        assert v.reasons["features"] == expected, text
+
+
+def test_integer_char_keys_match_string_ngrams(shipped: m.Classifier) -> None:
+    """The searchsorted lookup of character n-grams finds what slicing and the dict find."""
+    sc = shipped.scorer
+    assert sc._char_keys is not None
+    get = sc.maps["char"].get
+    cfg = GeneratorConfig(seed=17, per_category=100, ok_templated=200, background=200)
+    texts = [shipped.normalizer.normalize_text(e.text) for e in generate(load_seeds(), cfg)]
+    texts += ["", " ", "a", "ab", "\U0010ffff\U0010ffff\U0010ffff", "\x00\x00", "冰 毒 冰毒", "𝕏加微信"]
+    for text in texts:
+        assert sc._char_hits(text) == [j for j in map(get, sc._char_grams(text)) if j is not None], text

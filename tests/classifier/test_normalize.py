@@ -213,6 +213,11 @@ def check_normalized(norm: Normalizer, text: str) -> None:
     r = norm.normalize(text)
     assert r.original == text
     assert norm.normalize_text(text) == r.text
+    # the identity shortcut (nothing changed) agrees with the offset-keeping path, and so does
+    # the lazy variant the classifier uses
+    assert r == norm._tracked(text)
+    lazy = norm.normalize_lazy(text)
+    assert lazy.text == r.text and lazy.full() == r
     assert len(r.offsets) == len(r.text) == len(r.ends)
     if text:
         assert all(0 <= o < len(text) for o in r.offsets)
@@ -267,3 +272,19 @@ def test_property_100k_chars(norm: Normalizer, piece: str) -> None:
 )
 def test_edge_inputs(norm: Normalizer, text: str) -> None:
     check_normalized(norm, text)
+
+
+def test_identity_shortcut_on_project_corpus(norm: Normalizer) -> None:
+    """Generated messages (most take the identity shortcut) give what the offset-keeping path gives."""
+    from classifier.generate import GeneratorConfig, generate
+    from classifier.seeds import load_seeds
+
+    texts = [
+        e.text for e in generate(load_seeds(), GeneratorConfig(seed=2, per_category=100, ok_templated=200))
+    ]
+    shortcut = 0
+    for text in texts:
+        r = norm.normalize(text)
+        assert r == norm._tracked(text), text
+        shortcut += r.text == text.translate(norm._cmap)
+    assert shortcut > len(texts) // 4  # the shortcut is actually exercised
