@@ -44,7 +44,6 @@ from bot.moderation import (
     parse_review_data,
     review_decision,
 )
-from bot.notices import job_remove_notice as job_remove_notice  # its old home: tests import it here
 from bot.notices import remove_notice_later
 from bot.telegram_io import SafeTelegram
 from storage.spool import Spool
