@@ -6,6 +6,7 @@ Read `build_application` top to bottom: it is the whole bot.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -44,7 +45,6 @@ from bot.moderation import (
     parse_review_data,
     review_decision,
 )
-from bot.notices import job_remove_notice as job_remove_notice  # its old home: tests import it here
 from bot.notices import remove_notice_later
 from bot.telegram_io import SafeTelegram
 from storage.spool import Spool
@@ -195,7 +195,7 @@ def _post_init(
 ) -> Callable[[QinglangApp], Any]:
     async def post_init(application: QinglangApp) -> None:
         # The model loads (~1.3 s, mostly unpickling) in a thread while the database opens.
-        loading: asyncio.Future[Any] | None = None
+        loading: asyncio.Future[Classifier] | None = None
         if preloaded is None:
             import classifier
 
@@ -208,7 +208,12 @@ def _post_init(
             raise
         try:
             await storage.check_schema(db.engine)
-            model = preloaded if loading is None else await loading
+            model: Classifier
+            if loading is None:
+                assert preloaded is not None  # loading started exactly when nothing was preloaded
+                model = preloaded
+            else:
+                model = await loading
         except BaseException:
             if loading is not None:
                 await asyncio.gather(loading, return_exceptions=True)
@@ -261,7 +266,7 @@ def _post_init(
         await asyncio.gather(
             *(
                 tg.call(
-                    "setMyCommands", lambda s=scope, c=listed: application.bot.set_my_commands(c, scope=s)
+                    "setMyCommands", functools.partial(application.bot.set_my_commands, listed, scope=scope)
                 )
                 for scope, listed in (
                     (BotCommandScopeAllChatAdministrators(), commands.BOT_COMMANDS),

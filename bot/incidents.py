@@ -106,7 +106,7 @@ def new_incident(
 
 def record_from_incident(incident: Any) -> MessageRecord:
     """The moderation record of a stored incident's message (to act on it again: a review's delete)."""
-    # Imported here: bot/moderation.py may import this module for new_incident.
+    # Imported here: bot/moderation.py imports this module (new_incident), so not at load time.
     from bot.moderation import MessageRecord
 
     return MessageRecord(

@@ -22,6 +22,7 @@ import storage
 from bot.caches import ChatPolicy
 from bot.evidence import IncidentRef
 from bot.i18n import category_name, t
+from bot.incidents import new_incident, record_from_incident
 from bot.telegram_io import ApiResult
 
 if TYPE_CHECKING:
@@ -226,39 +227,6 @@ def decide(verdict: VerdictLike, *, mode: str) -> Decision:
     """Combine the verdict (already judged against the chat's thresholds) with the chat's mode."""
     action = verdict.action if verdict.action in ("delete", "review") else "pass"
     return Decision(action=action, act=mode == "enforce")  # type: ignore[arg-type]
-
-
-def new_incident(
-    record: MessageRecord, verdict: VerdictLike, *, received_at: dt.datetime, decided_by: str = "model"
-) -> storage.NewIncident:
-    """The evidence record for a flagged message."""
-    reasons = dict(verdict.reasons)
-    return storage.NewIncident(
-        chat_id=record.chat_id,
-        chat_title=record.chat_title,
-        message_id=record.message_id,
-        thread_id=record.thread_id,
-        sender_id=record.sender_id,
-        sender_username=record.sender_username,
-        sender_name=record.sender_name,
-        sender_chat_id=record.sender_chat_id,
-        message_date=record.message_date,
-        received_at=received_at,
-        is_edit=record.is_edit,
-        edit_date=record.edit_date,
-        text=record.text,
-        hidden_links=list(record.hidden_links),
-        media_kind=record.media_kind,
-        media_file_unique_id=record.media_file_unique_id,
-        forward_origin=record.forward_origin,
-        category=verdict.label,
-        score=float(verdict.score),
-        suggested_action=verdict.action,
-        model_version=verdict.model_version,
-        reasons=reasons,
-        contacts=list(reasons.get("contacts", ())),
-        decided_by=decided_by,
-    )
 
 
 # --- outcomes ---------------------------------------------------------------------------------
@@ -644,7 +612,7 @@ async def review_decision(
         text = t("review.decided_keep", lang, admin=admin_name)
         return ReviewResult(answer=text, new_text=text, outcome=Outcome("ok", incident_id=incident.id))
 
-    record = _record_from_incident(incident)
+    record = record_from_incident(incident)
     out = Outcome("ok", category=incident.category, score=incident.score, incident_id=incident.id)
     out = await delete_and_strike(record, chat, services, incident.id, out, actor=actor)
     if out.status == "deleted":
@@ -652,29 +620,6 @@ async def review_decision(
     else:
         text = t("review.decided_delete_failed", lang, admin=admin_name, error=out.reason)
     return ReviewResult(answer=text, new_text=text, outcome=out)
-
-
-def _record_from_incident(incident: Any) -> MessageRecord:
-    return MessageRecord(
-        chat_id=incident.chat_id,
-        chat_title=incident.chat_title,
-        message_id=incident.message_id,
-        thread_id=incident.thread_id,
-        sender_id=incident.sender_id,
-        sender_username=incident.sender_username,
-        sender_name=incident.sender_name,
-        sender_chat_id=incident.sender_chat_id,
-        is_automatic_forward=False,
-        message_date=incident.message_date,
-        is_edit=incident.is_edit,
-        edit_date=incident.edit_date,
-        text=incident.text or "",
-        hidden_links=tuple(incident.hidden_links or ()),
-        media_kind=incident.media_kind,
-        media_file_unique_id=incident.media_file_unique_id,
-        forward_origin=incident.forward_origin,
-        is_service=False,
-    )
 
 
 __all__ = [
@@ -689,7 +634,6 @@ __all__ = [
     "delete_and_strike",
     "message_record",
     "moderate",
-    "new_incident",
     "parse_review_data",
     "review_decision",
     "review_keyboard",

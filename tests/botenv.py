@@ -116,25 +116,29 @@ class BotEnv:
 
 @contextlib.asynccontextmanager
 async def running_env(
-    tmp_path: Path, *, emu: Emulator | None = None, **settings: Any
+    tmp_path: Path, *, emu: Emulator | None = None, observers: list[Any] | None = None, **settings: Any
 ) -> AsyncIterator[BotEnv]:
     """The application with services up, its database in tmp_path (the `env` fixture). Entered again
-    with the same tmp_path and emulator, it is the same bot restarted. `settings` override."""
+    with the same tmp_path and emulator, it is the same bot restarted. `settings` override (any of
+    them, telegram_retries included); `observers` see each group message's (record, outcome)."""
     from bot.app import build_application
     from bot.config import Settings
 
     emu = emu or make_emulator()
     db_url = f"sqlite+aiosqlite:///{tmp_path / 'qinglang.db'}"
+    defaults: dict[str, Any] = {"notice_min_interval_seconds": 0, "telegram_retries": 0}
     config = Settings(
         telegram_token=TOKEN,  # type: ignore[arg-type]
         database_url=db_url,
-        notice_min_interval_seconds=0,
-        telegram_retries=0,
         _env_file=None,  # type: ignore[call-arg]
-        **settings,
+        **(defaults | settings),
     )
     app = build_application(
-        config, request=emu.request(), get_updates_request=emu.request(), classifier=shared_model()
+        config,
+        request=emu.request(),
+        get_updates_request=emu.request(),
+        classifier=shared_model(),
+        observers=observers,
     )
     errors: list[BaseException] = []
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from admin_harness import BOT_ID, shared_model
+from botenv import BOT_ID, shared_model
 from telegram import Update
 
 from bot import admin

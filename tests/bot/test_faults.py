@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from admin_harness import shared_model
+from botenv import shared_model
 from faultenv import ADMIN, fault_env, incident_actions, solicitations
 from sqlalchemy.ext.asyncio import create_async_engine
 

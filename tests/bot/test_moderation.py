@@ -1,94 +1,69 @@
 """The moderation core through the real PTB Application: every action path, skips, edits, captions,
 hidden links, review buttons and failed deletes, on a real SQLite file with the shipped model.
 
-The Bot API is answered in-process (tests/admin_harness.py's fake, with scripted faults added here);
-the wire protocol over 127.0.0.1 is covered by tests/bot/test_app.py against the emulator.
+The Bot API is the package's own emulator, in-process (tests/botenv.py), with its scripted faults;
+the wire protocol over 127.0.0.1 is covered by tests/bot/test_app.py.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from admin_harness import BOT_ID, BOT_USER, GROUP, OWNER, REPORT_CHAT, Call, FakeBotApi, shared_model, user
+from botenv import ADMIN, GROUP, MEMBERS, NAMES, OWNER, REPORT_CHAT, SPAMMER, BotEnv, chat_of, running_env
 from telegram import Update
 
 import storage
-from bot.app import build_application, job_remove_notice
-from bot.config import Settings
 from bot.moderation import Outcome
+from bot.notices import job_remove_notice
 
-TOKEN = f"{BOT_ID}:AAmoderation-tests-token-0123456789abcdef"
-MEMBER = 5001
-SPAMMER = 5002
+MEMBER = MEMBERS[0]
 SPAM = "出冰，货真价实，量大从优，需要的加V：bing8888"
 FRAUD = "急招刷单员，手机操作，日结300-500，加QQ 2837465910"
 CLEAN = "大家早上好！今天天气不错，周末有人一起去爬山吗？"
-_ids = itertools.count(1)
-
-
-@dataclass
-class FaultyApi(FakeBotApi):
-    """The fake Bot API with scripted failures: {method: [(status, description), ...]} used in order."""
-
-    faults: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
-    db_path: Path | None = None
-    incidents_at_delete: list[int] = field(default_factory=list)
-
-    async def do_request(
-        self, url: str, method: str, request_data: Any = None, **kw: Any
-    ) -> tuple[int, bytes]:
-        name = url.rsplit("/", 1)[-1]
-        queue = self.faults.get(name)
-        if queue and queue[0][0] == 429:
-            queue.pop(0)
-            self.calls.append(Call(name, dict(request_data.parameters) if request_data else {}, {}))
-            body = {"ok": False, "error_code": 429, "description": "Too Many Requests: retry after 0",
-                    "parameters": {"retry_after": 0}}  # fmt: skip
-            return 429, json.dumps(body).encode()
-        return await super().do_request(url, method, request_data, **kw)
-
-    def answer(self, name: str, p: dict[str, Any]) -> tuple[int, Any]:
-        if name == "deleteMessage" and self.db_path is not None:
-            # Evidence first: the incident must already be committed when the delete is asked for.
-            with sqlite3.connect(self.db_path) as conn:
-                found = conn.execute(
-                    "select count(*) from incidents where chat_id=? and message_id=?",
-                    (int(p["chat_id"]), int(p["message_id"])),
-                ).fetchone()[0]
-            self.incidents_at_delete.append(found)
-        queue = self.faults.get(name)
-        if queue:
-            return queue.pop(0)
-        return super().answer(name, p)
 
 
 @dataclass
 class Env:
-    app: Any
-    api: FaultyApi
-    errors: list[BaseException]
+    """The running bot (tests/botenv.py) and the outcomes its observer saw, one per group message."""
+
+    bot: BotEnv
     outcomes: list[Outcome]
 
     @property
+    def app(self) -> Any:
+        return self.bot.app
+
+    @property
+    def emu(self) -> Any:
+        return self.bot.emu
+
+    @property
     def services(self) -> Any:
-        return self.app.bot_data.services
+        return self.bot.services
 
     async def feed(self, kind: str, message: dict[str, Any]) -> Outcome | None:
+        """Hand one message update to the bot; the outcome it produced, if any."""
         before = len(self.outcomes)
-        update = Update.de_json({"update_id": next(_ids), kind: message}, self.app.bot)
-        await self.app.process_update(update)
+        await self.bot.process({kind: message})
         return self.outcomes[-1] if len(self.outcomes) > before else None
 
-    async def say(self, text: str, *, sender: int = SPAMMER, **extra: Any) -> Outcome | None:
-        return await self.feed("message", msg(text, sender=sender, **extra))
+    def message(
+        self, text: str | None, *, sender: int = SPAMMER, chat_id: int = GROUP, **extra: Any
+    ) -> dict[str, Any]:
+        """A message the emulator knows (so it can be deleted); `extra` as for Emulator.message."""
+        return self.emu.message(chat_id, sender, text, push=False, **extra)
+
+    async def say(
+        self, text: str | None, *, sender: int = SPAMMER, chat_id: int = GROUP, **extra: Any
+    ) -> Outcome | None:
+        return await self.feed("message", self.message(text, sender=sender, chat_id=chat_id, **extra))
 
     async def settings(self, **changes: Any) -> None:
         async with self.services.db.sessionmaker.begin() as session:
@@ -110,85 +85,51 @@ class Env:
         return json.loads(next(e.detail for e in rows if e.value == value) or "{}")
 
     async def press(self, data: str, *, presser: int, chat_id: int) -> None:
-        query = {
-            "id": str(next(_ids)),
-            "from": user(presser),
-            "chat_instance": "ci",
-            "data": data,
-            "message": msg("review", sender=BOT_ID, chat_id=chat_id) | {"from": BOT_USER},
-        }
-        await self.app.process_update(
-            Update.de_json({"update_id": next(_ids), "callback_query": query}, self.app.bot)
-        )
+        """`presser` presses a button carrying `data` on the bot's last message to `chat_id`."""
+        await self.bot.press(data, sender=presser, chat_id=chat_id)
 
     def methods(self) -> list[str]:
-        return [c.method for c in self.api.calls]
+        return [c.method for c in self.emu.calls()]
 
+    def of(self, method: str) -> list[Any]:
+        return self.bot.calls(method)
 
-def msg(text: str | None, *, sender: int = SPAMMER, chat_id: int = GROUP, **extra: Any) -> dict[str, Any]:
-    """A Bot API message dict; `extra` adds or overrides fields (caption, photo, entities, …)."""
-    chat: dict[str, Any] = (
-        {"id": chat_id, "type": "private", "first_name": "x"}
-        if chat_id > 0
-        else {"id": chat_id, "type": "supergroup", "title": "测试群"}
-    )
-    m: dict[str, Any] = {
-        "message_id": next(_ids) + 1000,
-        "date": int(dt.datetime.now(dt.UTC).timestamp()),
-        "chat": chat,
-        "from": user(sender),
-    }
-    if text is not None:
-        m["text"] = text
-    m.update(extra)
-    return m
+    def texts_to(self, chat_id: int) -> list[str]:
+        return self.bot.texts_to(chat_id)
 
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    db_path = tmp_path / "qinglang.db"
-    api = FaultyApi(admins={GROUP: [OWNER], REPORT_CHAT: [OWNER]}, db_path=db_path)
-    settings = Settings(
-        telegram_token=TOKEN,  # type: ignore[arg-type]
-        database_url=f"sqlite+aiosqlite:///{db_path}",
-        notice_min_interval_seconds=0,
-        telegram_retries=1,
-        _env_file=None,  # type: ignore[call-arg]
-    )
     outcomes: list[Outcome] = []
-    app = build_application(
-        settings,
-        request=api,
-        get_updates_request=api,
-        classifier=shared_model(),
-        observers=[lambda record, outcome: outcomes.append(outcome)],
-    )
-    errors: list[BaseException] = []
-
-    async def record_error(update: object, context: Any) -> None:
-        errors.append(context.error)
-
-    app.add_error_handler(record_error)
-    await app.initialize()
-    await app.post_init(app)  # type: ignore[misc]
-    try:
-        yield Env(app=app, api=api, errors=errors, outcomes=outcomes)
-    finally:
-        await app.shutdown()
-        await app.post_shutdown(app)  # type: ignore[misc]
-    assert not errors, errors
+    async with running_env(
+        tmp_path, telegram_retries=1, observers=[lambda record, outcome: outcomes.append(outcome)]
+    ) as running:
+        yield Env(bot=running, outcomes=outcomes)
+        assert not running.errors, running.errors
 
 
 # --- enforce: delete, notice, strikes ---------------------------------------------------------
 
 
 async def test_solicitation_is_recorded_then_deleted_with_a_notice(env: Env) -> None:
+    incidents_at_delete: list[int] = []
+
+    def count_incidents(params: dict[str, Any]) -> None:
+        # Evidence first: the incident must already be committed when the delete is asked for.
+        with sqlite3.connect(env.bot.db_url.removeprefix("sqlite+aiosqlite:///")) as conn:
+            found = conn.execute(
+                "select count(*) from incidents where chat_id=? and message_id=?",
+                (int(params["chat_id"]), int(params["message_id"])),
+            ).fetchone()[0]
+        incidents_at_delete.append(found)
+
+    env.emu.before("deleteMessage", count_incidents)
     out = await env.say(SPAM)
     assert out is not None and out.status == "deleted" and out.category == "drug"
-    assert env.api.incidents_at_delete == [1], "the incident was committed before deleteMessage"
-    notices = env.api.texts_to(GROUP)
+    assert incidents_at_delete == [1], "the incident was committed before deleteMessage"
+    notices = env.texts_to(GROUP)
     assert len(notices) == 1
-    assert user(SPAMMER)["first_name"] in notices[0]
+    assert NAMES[SPAMMER] in notices[0]
     assert "涉毒" in notices[0] and "bing8888" not in notices[0], "names the category, never the content"
     inc = await env.incident(out.incident_id)  # type: ignore[arg-type]
     assert (inc.action_taken, inc.report_status, inc.text) == ("deleted", "queued", SPAM)
@@ -208,10 +149,10 @@ async def test_notice_removes_itself_after_the_ttl(env: Env) -> None:
     assert len(jobs) == 1
     delay = jobs[0].job.trigger.run_date - dt.datetime.now(dt.UTC)
     assert delay.total_seconds() == pytest.approx(60, abs=2)
-    env.api.clear()
+    env.emu.clear_calls()
     context = env.app.context_types.context.from_job(jobs[0], env.app)
     await job_remove_notice(context)
-    deletes = env.api.of("deleteMessage")
+    deletes = env.of("deleteMessage")
     assert [int(c.params["message_id"]) for c in deletes] == [out.notice_message_id]
 
 
@@ -225,7 +166,7 @@ async def test_third_strike_mutes(env: Env) -> None:
     outs = [await env.say(t) for t in (SPAM, FRAUD, SPAM + "！")]
     assert [o.status for o in outs if o] == ["deleted"] * 3
     assert [o.escalation for o in outs if o] == [None, None, "muted"]
-    (mute,) = env.api.of("restrictChatMember")
+    (mute,) = env.of("restrictChatMember")
     assert int(mute.params["user_id"]) == SPAMMER
     permissions = mute.params["permissions"]
     permissions = json.loads(permissions) if isinstance(permissions, str) else permissions
@@ -235,16 +176,16 @@ async def test_third_strike_mutes(env: Env) -> None:
     last = outs[-1]
     assert last is not None
     assert (await env.incident(last.incident_id)).action_taken == "muted"  # type: ignore[arg-type]
-    assert any("禁言" in t for t in env.api.texts_to(GROUP))
+    assert any("禁言" in t for t in env.texts_to(GROUP))
 
 
 async def test_ban_on_limit(env: Env) -> None:
     await env.settings(strike_limit=2, ban_on_limit=True)
     outs = [await env.say(t) for t in (SPAM, FRAUD)]
     assert [o.escalation for o in outs if o] == [None, "banned"]
-    (ban,) = env.api.of("banChatMember")
+    (ban,) = env.of("banChatMember")
     assert int(ban.params["user_id"]) == SPAMMER
-    assert not env.api.of("restrictChatMember")
+    assert not env.of("restrictChatMember")
 
 
 # --- modes ------------------------------------------------------------------------------------
@@ -278,32 +219,28 @@ async def test_new_chat_starts_in_the_configured_default_mode(env: Env) -> None:
 
 
 async def test_edit_turning_clean_into_solicitation_is_deleted(env: Env) -> None:
-    original = msg("明天下午三点开会，地点在二楼会议室。", sender=MEMBER)
+    original = env.message("明天下午三点开会，地点在二楼会议室。", sender=MEMBER)
     first = await env.feed("message", original)
     assert first is not None and first.status == "ok"
-    edited = original | {"text": SPAM, "edit_date": original["date"] + 30}
+    edited = env.emu.edit(GROUP, original["message_id"], SPAM)
     out = await env.feed("edited_message", edited)
     assert out is not None and out.status == "deleted"
     inc = await env.incident(out.incident_id)  # type: ignore[arg-type]
     assert inc.is_edit and inc.edit_date is not None and inc.message_id == original["message_id"]
 
 
-@pytest.mark.parametrize(
-    ("media", "extra"),
-    [
-        ("photo", {"photo": [{"file_id": "p1", "file_unique_id": "ph-s", "width": 90, "height": 90},
-                             {"file_id": "p2", "file_unique_id": "ph-l", "width": 900, "height": 900}]}),
-        ("video", {"video": {"file_id": "v", "file_unique_id": "vid", "width": 1, "height": 1,
-                             "duration": 1}}),
-        ("document", {"document": {"file_id": "d", "file_unique_id": "doc"}}),
-    ],
-)  # fmt: skip
-async def test_captions_are_judged(env: Env, media: str, extra: dict[str, Any]) -> None:
-    out = await env.say(None, caption=FRAUD, **extra)
+@pytest.mark.parametrize("media", ["photo", "video", "document"])
+async def test_captions_are_judged(env: Env, media: str) -> None:
+    message = env.message(None, caption=FRAUD, **{media: True})
+    # A photo comes in several sizes, smallest first: it is known by its largest.
+    largest = message["photo"][-1] if media == "photo" else message[media]
+    if media == "photo":
+        assert message["photo"][0]["file_unique_id"] != largest["file_unique_id"]
+    out = await env.feed("message", message)
     assert out is not None and out.status == "deleted" and out.category == "fraud"
     inc = await env.incident(out.incident_id)  # type: ignore[arg-type]
     assert inc.media_kind == media and inc.text == FRAUD
-    assert inc.media_file_unique_id == {"photo": "ph-l", "video": "vid", "document": "doc"}[media]
+    assert inc.media_file_unique_id == largest["file_unique_id"]
 
 
 async def test_text_link_url_is_judged(env: Env) -> None:
@@ -352,19 +289,18 @@ async def test_trusted_user_is_skipped(env: Env) -> None:
 
 
 async def test_anonymous_admin_is_skipped(env: Env) -> None:
-    anon = {"id": 1087968824, "is_bot": True, "first_name": "Group", "username": "GroupAnonymousBot"}
-    sender_chat = {"id": GROUP, "type": "supergroup", "title": "测试群"}
-    out = await env.say(SPAM, **{"from": anon, "sender_chat": sender_chat})
+    out = await env.say(SPAM, sender_chat=GROUP)  # from GroupAnonymousBot, on behalf of the group
     assert out is not None and (out.status, out.reason) == ("skipped", "anonymous_admin")
 
 
 async def test_the_bot_itself_is_skipped(env: Env) -> None:
-    out = await env.say(SPAM, **{"from": BOT_USER})
+    out = await env.say(SPAM, **{"from": env.emu.bot_user})
     assert out is not None and (out.status, out.reason) == ("skipped", "self")
 
 
 async def test_service_message_is_not_judged(env: Env) -> None:
-    joined = msg(None, new_chat_members=[user(SPAMMER) | {"first_name": "出冰加V bing8888"}])
+    newcomer = env.emu.user(SPAMMER) | {"first_name": "出冰加V bing8888"}
+    joined = env.message(None, new_chat_members=[newcomer])
     assert await env.feed("message", joined) is None
     assert "deleteMessage" not in env.methods()
 
@@ -377,42 +313,42 @@ async def test_private_chat_is_not_moderated(env: Env) -> None:
 
 
 async def test_delete_not_found_is_recorded(env: Env) -> None:
-    env.api.faults["deleteMessage"] = [(400, "Bad Request: message to delete not found")]
+    env.emu.fail("deleteMessage", 400, "Bad Request: message to delete not found")
     out = await env.say(SPAM)
     assert out is not None and out.status == "delete_failed"
     inc = await env.incident(out.incident_id)  # type: ignore[arg-type]
     assert inc.action_taken == "delete_failed" and inc.report_status == "queued"
     detail = await env.event_detail(inc.id, "delete_failed")
     assert detail["kind"] == "gone" and "not found" in detail["error"]
-    assert not any("权限" in t for t in env.api.texts_to(GROUP)), "a vanished message is not a rights problem"
+    assert not any("权限" in t for t in env.texts_to(GROUP)), "a vanished message is not a rights problem"
     # the bot carries on
     assert (await env.say(FRAUD)).status == "deleted"  # type: ignore[union-attr]
 
 
 async def test_forbidden_delete_is_recorded_and_admins_told_once(env: Env) -> None:
-    env.api.faults["deleteMessage"] = [(403, "Forbidden: bot is not a member of the supergroup chat")] * 2
+    env.emu.fail("deleteMessage", 403, "Forbidden: bot is not a member of the supergroup chat", times=2)
     first = await env.say(SPAM)
     second = await env.say(FRAUD)
     assert first is not None and second is not None
     assert (first.status, second.status) == ("delete_failed", "delete_failed")
     detail = await env.event_detail(first.incident_id, "delete_failed")  # type: ignore[arg-type]
     assert detail["kind"] == "forbidden"
-    warnings = [t for t in env.api.texts_to(GROUP) if "删除消息" in t]
+    warnings = [t for t in env.texts_to(GROUP) if "删除消息" in t]
     assert len(warnings) == 1, warnings
 
 
 async def test_no_rights_to_delete_is_recorded(env: Env) -> None:
-    env.api.faults["deleteMessage"] = [(400, "Bad Request: message can't be deleted")]
+    env.emu.fail("deleteMessage", 400, "Bad Request: message can't be deleted")
     out = await env.say(SPAM)
     assert out is not None and out.status == "delete_failed"
-    assert any("删除消息" in t for t in env.api.texts_to(GROUP))
+    assert any("删除消息" in t for t in env.texts_to(GROUP))
 
 
 async def test_flood_control_is_waited_out(env: Env) -> None:
-    env.api.faults["deleteMessage"] = [(429, "Too Many Requests: retry after 0")]
+    env.emu.fail("deleteMessage", 429, retry_after=1)  # the least Telegram sends
     out = await env.say(SPAM)
     assert out is not None and out.status == "deleted"
-    assert len(env.api.of("deleteMessage")) == 2
+    assert len(env.of("deleteMessage")) == 2
 
 
 # --- review -----------------------------------------------------------------------------------
@@ -429,7 +365,7 @@ async def _review(env: Env, *, report_chat: bool = True) -> Outcome:
 async def test_review_keeps_the_message_and_asks_the_report_chat(env: Env) -> None:
     out = await _review(env)
     assert "deleteMessage" not in env.methods()
-    (sent,) = [c for c in env.api.of("sendMessage") if c.chat_id == REPORT_CHAT]
+    (sent,) = env.bot.calls("sendMessage", chat_id=REPORT_CHAT)
     text = str(sent.params["text"])
     assert SPAM in text and "涉毒" in text and "bing8888" in text and "出冰" in text
     markup = sent.params["reply_markup"]
@@ -442,7 +378,7 @@ async def test_review_keeps_the_message_and_asks_the_report_chat(env: Env) -> No
 
 async def test_review_without_report_chat_goes_to_admins_in_private(env: Env) -> None:
     await _review(env, report_chat=False)
-    assert [c.chat_id for c in env.api.of("sendMessage")] == [OWNER]
+    assert sorted(chat_of(c) for c in env.of("sendMessage")) == sorted([OWNER, ADMIN])
 
 
 async def test_review_delete_button(env: Env) -> None:
@@ -451,7 +387,7 @@ async def test_review_delete_button(env: Env) -> None:
     await env.press(data, presser=MEMBER, chat_id=REPORT_CHAT)  # not an admin: refused
     assert "deleteMessage" not in env.methods()
     await env.press(data, presser=OWNER, chat_id=REPORT_CHAT)
-    (delete,) = env.api.of("deleteMessage")
+    (delete,) = env.of("deleteMessage")
     assert int(delete.params["message_id"]) > 0
     inc = await env.incident(out.incident_id)  # type: ignore[arg-type]
     assert (inc.action_taken, inc.review_result) == ("deleted", "confirmed")
@@ -459,10 +395,10 @@ async def test_review_delete_button(env: Env) -> None:
     async with env.services.db.sessionmaker() as session:
         examples = await storage.list_training_examples(session=session)
     assert [(e.label, e.text) for e in examples] == [("drug", SPAM)]
-    edits = env.api.of("editMessageText")
+    edits = env.of("editMessageText")
     assert edits and "删除" in str(edits[-1].params["text"])
     await env.press(data, presser=OWNER, chat_id=REPORT_CHAT)  # a second press changes nothing
-    assert len(env.api.of("deleteMessage")) == 1
+    assert len(env.of("deleteMessage")) == 1
 
 
 async def test_review_keep_button(env: Env) -> None:
@@ -519,7 +455,7 @@ def test_group_message_filter_is_ptbs_composed_filter() -> None:
     emu.message(GROUP, 5001, caption="出冰", photo=True)
     emu.message(GROUP, 5001, photo=True)  # no text: the status check runs, and it is not a service message
     emu.message(GROUP, OWNER, new_chat_members=[5001])
-    emu.message(GROUP, 5001, left_chat_member=user(5001))
+    emu.message(GROUP, 5001, left_chat_member=emu.user(5001))
     emu.message(GROUP, OWNER, new_chat_title="新名字")
     emu.message(GROUP, OWNER, pinned_message=sent)
     emu.message(5001, 5001, "私聊")
