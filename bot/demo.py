@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,14 @@ async def play(workdir: Path, *, echo: Any = click.echo) -> DemoReport:
     def observe(record: MessageRecord, outcome: Outcome) -> None:
         outcomes[(record.message_id, record.is_edit)] = outcome
 
+    # Predicate factories bind the loop's values (a lambda default argument would too, but mypy
+    # cannot infer a lambda's type when it has one).
+    def moderated(key: tuple[int, bool]) -> Callable[[], bool]:
+        return lambda: key in outcomes
+
+    def sent_since(n: int) -> Callable[[], bool]:
+        return lambda: len(emu.sent()) > n
+
     db_path = workdir / "demo.db"
     for stale in workdir.glob("demo.db*"):
         stale.unlink()
@@ -141,10 +150,10 @@ async def play(workdir: Path, *, echo: Any = click.echo) -> DemoReport:
                 sent[i] = message
                 key = (message["message_id"], line.kind == "edit")
                 with contextlib.suppress(TimeoutError):
-                    await emu.wait_for(lambda k=key: k in outcomes, timeout=STEP_TIMEOUT)
+                    await emu.wait_for(moderated(key), timeout=STEP_TIMEOUT)
                 if line.text.startswith("/"):  # give the command handler a moment to answer
                     with contextlib.suppress(TimeoutError):
-                        await emu.wait_for(lambda n=sent_before: len(emu.sent()) > n, timeout=2.0)
+                        await emu.wait_for(sent_since(sent_before), timeout=2.0)
                 outcome = outcomes.get(key)
                 seen = _what_telegram_saw(emu, message, outcome, sent_before)
                 rows.append((line, outcome, seen))

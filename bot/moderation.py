@@ -250,7 +250,7 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> str:
-        parts = [self.status]
+        parts: list[str] = [self.status]
         if self.category:
             parts.append(f"{self.category} {self.score:.2f}" if self.score is not None else self.category)
         if self.reason:
@@ -542,7 +542,8 @@ async def _send_for_review(
         targets: Sequence[int] = [chat.report_chat_id]
     else:
         targets = (await services.admins.get(record.chat_id)).human_ids
-    sent, failed = [], []
+    sent: list[int] = []
+    failed: list[int] = []
     for target in targets:
         result = await services.tg.send_message(target, text, reply_markup=markup)
         # Forbidden here means the admin never started the bot in private: expected, not an error.

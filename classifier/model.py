@@ -212,7 +212,8 @@ def split_heldout(
             k = round(len(order) * share) if len(groups) > 1 else max(1, round(len(order) * share))
             out.update((label, s) for s in order[:k])
     rng = random.Random(f"split:{seed}")
-    train, held = [], []
+    train: list[Example] = []
+    held: list[Example] = []
     for ex in examples:
         if ex.shape == "feedback":
             to_held = False
@@ -520,7 +521,9 @@ def fast_arrays(pipeline: Any) -> tuple[dict[str, np.ndarray], dict[str, list[st
     """The fitted pipeline's numbers, laid out for FastScorer."""
     union = dict(pipeline.named_steps["features"].transformer_list)
     clf = pipeline.named_steps["clf"]
-    idfs, vocabs, offset = [], {}, 0
+    idfs: list[np.ndarray] = []
+    vocabs: dict[str, list[str]] = {}
+    offset = 0
     for part in ("word", "char", "contact"):
         if part not in union:
             vocabs[part] = []
@@ -958,7 +961,9 @@ def save(result: TrainResult, directory: str | Path) -> Path:
     joblib.dump(result.pipeline, out / PIPELINE_FILE, compress=3)
     arrays, vocabs = fast_arrays(result.pipeline)
     with (out / FAST_FILE).open("wb") as f:
-        np.savez_compressed(f, **arrays)
+        # The stub's keyword-only allow_pickle: bool makes mypy reject any **dict[str, ndarray];
+        # the keys here are fast_arrays' fixed names, never allow_pickle.
+        np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
     vocab_doc = {"vocabs": vocabs, "words": result.words, "lexicon": [list(p) for p in result.lexicon]}
     (out / VOCAB_FILE).write_text(
         json.dumps(vocab_doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8"

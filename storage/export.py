@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from xml.etree.ElementTree import iterparse
 
-from sqlalchemy import Select, column, select
+from sqlalchemy import RowMapping, Select, column, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from storage.chain import (
@@ -92,7 +92,7 @@ def _event_row(m: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _anchor_row(a: Mapping[str, Any]) -> dict[str, Any]:
+def _anchor_row(a: RowMapping) -> dict[str, Any]:
     return {
         "record_type": "anchor",
         "chat_id": a["chat_id"],
@@ -275,7 +275,7 @@ def _state(events: list[dict[str, Any]]) -> tuple[Any, Any, Any, bool]:
     return action, review, report, hold
 
 
-def _anchor_export_row(a: Mapping[str, Any]) -> list[Any]:
+def _anchor_export_row(a: RowMapping) -> list[Any]:
     out: list[Any] = [None] * len(FIELDS)
     out[0] = "anchor"
     for name, value in (
@@ -299,7 +299,9 @@ class ExportBlock:
     incidents: int
 
 
-def _where(stmt: Select[Any], chat_col: Any, time_col: Any, chat_id: Any, since: Any, until: Any) -> Any:
+def _where(
+    stmt: Select[*tuple[Any, ...]], chat_col: Any, time_col: Any, chat_id: Any, since: Any, until: Any
+) -> Select[*tuple[Any, ...]]:
     if chat_id is not None:
         stmt = stmt.where(chat_col == chat_id)
     if since is not None:
@@ -322,7 +324,7 @@ async def iter_export_blocks(
     inc_t, ev_t = Incident.__table__, IncidentEvent.__table__
     time_text = _time_converter(conn.dialect.name)
     # untyped columns: raw driver values, no result processing
-    inc = select(*(column(n) for n in [*_HEAD, *_TAIL])).select_from(inc_t)
+    inc: Select[*tuple[Any, ...]] = select(*(column(n) for n in [*_HEAD, *_TAIL])).select_from(inc_t)
     inc = _where(inc, inc_t.c.chat_id, inc_t.c.recorded_at, chat_id, since, until)
     anchors = select(ChainAnchor.__table__)
     anchors = _where(anchors, ChainAnchor.chat_id, ChainAnchor.created_at, chat_id, since, until)
@@ -332,7 +334,7 @@ async def iter_export_blocks(
     inc = inc.order_by(inc_t.c.chat_id, inc_t.c.seq)
     anchor_rows = [_anchor_export_row(a) for a in (await conn.execute(anchors)).mappings()]
     anchor_rows.sort(key=lambda r: (r[1], r[2]))
-    ev_base = select(*(column(n) for n in _EVENT_SRC)).select_from(ev_t)
+    ev_base: Select[*tuple[Any, ...]] = select(*(column(n) for n in _EVENT_SRC)).select_from(ev_t)
     if until is not None:
         ev_base = ev_base.where(ev_t.c.recorded_at < as_utc(until))
     head = operator.itemgetter(*range(len(_HEAD)))
