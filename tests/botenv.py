@@ -116,16 +116,25 @@ class BotEnv:
 
 @contextlib.asynccontextmanager
 async def running_env(
-    tmp_path: Path, *, emu: Emulator | None = None, observers: list[Any] | None = None, **settings: Any
+    tmp_path: Path | None,
+    *,
+    emu: Emulator | None = None,
+    observers: list[Any] | None = None,
+    database_url: str | None = None,
+    **settings: Any,
 ) -> AsyncIterator[BotEnv]:
-    """The application with services up, its database in tmp_path (the `env` fixture). Entered again
-    with the same tmp_path and emulator, it is the same bot restarted. `settings` override (any of
-    them, telegram_retries included); `observers` see each group message's (record, outcome)."""
+    """The application with services up, its database in tmp_path (the `env` fixture) or at
+    `database_url`. Entered again with the same tmp_path and emulator, it is the same bot restarted.
+    `settings` override (any of them, telegram_retries included); `observers` see each group
+    message's (record, outcome)."""
     from bot.app import build_application
     from bot.config import Settings
 
     emu = emu or make_emulator()
-    db_url = f"sqlite+aiosqlite:///{tmp_path / 'qinglang.db'}"
+    if database_url is None:
+        assert tmp_path is not None, "a database: tmp_path or database_url"
+        database_url = f"sqlite+aiosqlite:///{tmp_path / 'qinglang.db'}"
+    db_url = database_url
     defaults: dict[str, Any] = {"notice_min_interval_seconds": 0, "telegram_retries": 0}
     config = Settings(
         telegram_token=TOKEN,  # type: ignore[arg-type]

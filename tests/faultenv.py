@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from botenv import shared_model
+from botenv import running_env, shared_model
 from sqlalchemy import text
 from telegram import Update
 
@@ -67,39 +67,18 @@ class FaultEnv:
 
 @asynccontextmanager
 async def fault_env(database_url: str, **settings: Any) -> AsyncIterator[FaultEnv]:
-    from bot.app import build_application
+    """botenv's running application on its own emulator and database, with the configured retries
+    (the fault tests exercise them) unless a test sets telegram_retries itself."""
     from bot.config import Settings
 
     emu = Emulator(TOKEN, bot_username="qinglang_fault_bot")
     emu.add_user(ADMIN, "管理员")
     emu.add_chat(GROUP, "故障群", admins=[ADMIN], owner=ADMIN)
-    config = Settings(
-        telegram_token=TOKEN,  # type: ignore[arg-type]
-        database_url=database_url,
-        _env_file=None,  # type: ignore[call-arg]
-        **{"notice_min_interval_seconds": 0, **settings},
-    )
-    app = build_application(
-        config, request=emu.request(), get_updates_request=emu.request(), classifier=shared_model()
-    )
+    settings.setdefault("telegram_retries", Settings.model_fields["telegram_retries"].default)
     outcomes: list[Any] = []
-    errors: list[BaseException] = []
-
-    async def record_error(update: object, context: Any) -> None:
-        errors.append(context.error)
-
-    app.add_error_handler(record_error)
-    await app.initialize()
-    assert app.post_init is not None
-    await app.post_init(app)
-    app.bot_data.services.observers.append(lambda record, outcome: outcomes.append(outcome))
-    try:
-        yield FaultEnv(app=app, emu=emu, errors=errors, outcomes=outcomes)
-        assert emu.internal_errors == []
-    finally:
-        await app.shutdown()
-        if app.post_shutdown is not None:
-            await app.post_shutdown(app)
+    observers = [lambda record, outcome: outcomes.append(outcome)]
+    async with running_env(None, emu=emu, observers=observers, database_url=database_url, **settings) as env:
+        yield FaultEnv(app=env.app, emu=emu, errors=env.errors, outcomes=outcomes)
 
 
 async def incident_actions(engine: Any) -> dict[int, list[tuple[str, dict[str, Any]]]]:
