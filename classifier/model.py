@@ -118,13 +118,6 @@ def normalized_words(lexicon: Iterable[str], normalizer: Any) -> list[str]:
     return sorted(out)
 
 
-def contacts_available() -> bool:
-    """Whether classifier.contacts exists (contact features are used only when it does)."""
-    import importlib.util
-
-    return importlib.util.find_spec("classifier.contacts") is not None
-
-
 def build_pipeline(lexicon: Sequence[str], words: Sequence[str], params: ModelParams) -> Any:
     """An unfitted pipeline (raw text in, label probabilities out)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -146,9 +139,11 @@ def build_pipeline(lexicon: Sequence[str], words: Sequence[str], params: ModelPa
         max_features=params.char_max_features,
         **common,
     )
-    parts = [("word", word), ("char", char)]
-    if contacts_available():
-        parts.append(("contact", TfidfVectorizer(tokenizer=ContactTokenizer(), **common)))
+    parts = [
+        ("word", word),
+        ("char", char),
+        ("contact", TfidfVectorizer(tokenizer=ContactTokenizer(), **common)),
+    ]
     return Pipeline(
         [
             ("normalize", features.NormalizeText(lexicon=tuple(lexicon))),
