@@ -102,14 +102,14 @@ def compare(
 
 
 def candidate_heldout(result: Any, seeds: Any, extra: Sequence[Any]) -> list[tuple[str, str]]:
-    """The generated part of the candidate's held-out split: the shapes its thresholds were chosen on
-    (its first fit left them out; the shipped model was refit on them too)."""
+    """The generated part of the candidate's first leave-shapes-out fold: shapes its thresholds were
+    chosen on (a fold fit left them out; the shipped model was refit on them too)."""
     from classifier.generate import training_corpus
-    from classifier.model import split_heldout
+    from classifier.model import shape_folds
 
     corpus = training_corpus(seeds, result.generator, extra)
-    _, held = split_heldout(corpus, result.params.heldout_share, result.generator.seed)
-    return [(e.text, e.label) for e in held if e.shape != FEEDBACK_SHAPE]
+    folds = shape_folds(corpus, result.params.heldout_folds, result.generator.seed)
+    return [(e.text, e.label) for e, f in zip(corpus, folds, strict=True) if f == 0]
 
 
 def check_candidate(result: Any, *, seeds: Any, extra: Sequence[Any], current: Any) -> Comparison:

@@ -188,6 +188,14 @@ def _url(rng: random.Random) -> str:
     return host + name + rng.choice(URL_TLDS) + path
 
 
+def _domain(rng: random.Random) -> str:
+    """A bare host as spam spells it out for people to type: `dw85p.top`, `ky66点cc`, `q8 . vip`."""
+    name = "".join(rng.choice(string.ascii_lowercase + string.digits) for _ in range(rng.randint(3, 6)))
+    tld = rng.choice(URL_TLDS)[1:]
+    dot = rng.choice((".", ".", ".", "点", "点", "。", "典", " . ", "·"))
+    return name + dot + tld
+
+
 def _num(rng: random.Random) -> str:
     r = rng.random()
     if r < 0.4:
@@ -217,6 +225,7 @@ BUILTINS: dict[str, Callable[[random.Random], str]] = {
     "wxid": _wxid,
     "tg": _tg,
     "url": _url,
+    "domain": _domain,
     "num": _num,
     "money": _money,
     "city": lambda rng: rng.choice(("北京", "上海", "广州", "深圳", "成都", "杭州", "重庆", "武汉")),

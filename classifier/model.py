@@ -17,6 +17,7 @@ import bisect
 import hashlib
 import json
 import math
+import os
 import platform
 import random
 import re
@@ -77,16 +78,21 @@ class ModelParams:
     shape_weights: bool = False
     max_iter: int = 300
     engine: str = "rjieba"
-    # Thresholds are chosen on a leave-shapes-out split: this share of every label's shapes
-    # (templates) is held out whole, with the same share of the background sentences, and a
-    # first fit on the rest scores them; the shipped model is then refit on everything.
-    heldout_share: float = 0.2
+    # Thresholds are chosen on leave-shapes-out folds: every label's shapes (templates) are dealt
+    # whole into this many folds, background sentences line by line; each fold is scored by a fit
+    # on the others, so every line is scored once by a fit that never saw its shape (with a single
+    # held-out fifth, which shapes happened to be held out moved the thresholds from 0.74 to 0.99
+    # between generator seeds). The shipped model is then refit on everything.
+    heldout_folds: int = 5
     # The lowest threshold (on 1 - p(ok)), never below the floor, at which held-out benign
     # lines are flagged at most this often: unseen background sentences (real text, like most
     # chat) and unseen templated ok shapes (mostly hard negatives by design: quoted scams,
     # legit ads with contacts, homographs; each shape weighs the same), each with its target.
+    # The review target for shapes was set with the real dev set (whose README allows choosing
+    # thresholds on it): over generator seeds 0 and 1, 2.4% kept dev's benign rate at 0.8-1.0%;
+    # 2% left recall on the table (review 0.73-0.82) and 2.5-3% went over 1% on seed 0.
     review_target_background: float = 0.01
-    review_target_shapes: float = 0.02
+    review_target_shapes: float = 0.024
     delete_target_background: float = 0.002
     delete_target_shapes: float = 0.01
     # Floors: on the real dev set, 1 - p(ok) >= 0.5 flagged about 1% of benign messages.
@@ -178,45 +184,50 @@ def shape_weights(examples: Sequence[Example]) -> np.ndarray:
     )
 
 
-def split_heldout(
-    examples: Sequence[Example], share: float, seed: int
-) -> tuple[list[Example], list[Example]]:
-    """Deterministic leave-shapes-out split into (train, held-out).
+def shape_folds(examples: Sequence[Example], folds: int, seed: int) -> list[int]:
+    """Deterministic leave-shapes-out folds: the fold (0..folds-1) whose fit leaves each example
+    out, or -1 for admin feedback (never held out).
 
-    Per label, `share` of its shapes (templates) goes to the held-out side whole, so the held-out
-    lines are shapes the first fit never saw (as most real messages are); a label with fewer than
-    three shapes keeps all of them and gives `share` of its lines instead. Background sentences
-    are held out line by line at the same share; admin feedback is never held out.
+    Per label, every shape (template) lands whole in one fold, so a fold's lines are shapes its fit
+    never saw (as most real messages are); a label with fewer than three shapes is spread line by
+    line instead, and so are background sentences. Hard negatives and ordinary shapes are dealt
+    round the folds separately, so each fold holds them in proportion: which look-alike shapes
+    are held out together decides the thresholds, and a chance draw of several of them once moved
+    the review threshold from 0.7 to 0.9 between generator seeds.
     """
     shapes: dict[str, set[str]] = {}
     for ex in examples:
         if not _is_background(ex) and ex.shape != "feedback":
             shapes.setdefault(ex.label, set()).add(ex.shape)
-    out: set[tuple[str, str]] = set()
+    fold_of: dict[tuple[str, str], int] = {}
     for label, names in sorted(shapes.items()):
         if len(names) < 3:
             continue
-        # Hard negatives and ordinary shapes are held out in proportion: which look-alike shapes
-        # land on the held-out side decides the thresholds, and a chance draw of several of them
-        # moved the review threshold from 0.7 to 0.9 between generator seeds.
         groups: dict[bool, list[str]] = {}
         for name in names:
             groups.setdefault(name.startswith(HARD_NEGATIVE_PREFIX), []).append(name)
         for _hard, group in sorted(groups.items()):
             order = sorted(group, key=lambda s: hashlib.sha256(f"{seed}:{label}:{s}".encode()).hexdigest())
-            k = round(len(order) * share) if len(groups) > 1 else max(1, round(len(order) * share))
-            out.update((label, s) for s in order[:k])
+            fold_of.update(((label, s), i % folds) for i, s in enumerate(order))
     rng = random.Random(f"split:{seed}")
-    train: list[Example] = []
-    held: list[Example] = []
+    out: list[int] = []
     for ex in examples:
         if ex.shape == "feedback":
-            to_held = False
+            out.append(-1)
         elif _is_background(ex) or len(shapes.get(ex.label, ())) < 3:
-            to_held = rng.random() < share
+            out.append(rng.randrange(folds))
         else:
-            to_held = (ex.label, ex.shape) in out
-        (held if to_held else train).append(ex)
+            out.append(fold_of[(ex.label, ex.shape)])
+    return out
+
+
+def split_heldout(
+    examples: Sequence[Example], share: float, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """(train, held-out): the first of round(1/share) leave-shapes-out folds (`shape_folds`)."""
+    folds = shape_folds(examples, max(2, round(1 / share)), seed)
+    train = [ex for ex, f in zip(examples, folds, strict=True) if f != 0]
+    held = [ex for ex, f in zip(examples, folds, strict=True) if f == 0]
     return train, held
 
 
@@ -265,32 +276,72 @@ def choose_thresholds(
     background: Sequence[bool] | None = None,
     shapes: Sequence[str] | None = None,
 ) -> Thresholds:
-    """Delete/review thresholds on 1 - p(ok) from held-out probabilities (see ModelParams).
+    """Per-category delete/review thresholds on 1 - p(ok) from held-out probabilities (see
+    ModelParams). `background`: which lines are background sentences; `shapes`: each line's shape.
 
-    One pair for all categories: per-category benign rates on a few hundred held-out lines are
-    too noisy to tell apart. `background`: which lines are background sentences; `shapes`: the
-    shape of each line.
+    A benign line counts against the category it leans to (its most probable one), as `decide`
+    judges it, so the categories' benign rates add up to the overall rate the targets bound. From
+    the top of the grid down, a step that flags no more benign lines is always taken, otherwise
+    the category whose next step gains the most held-out recall is lowered (on a tie, the
+    highest), while the overall rates stay within the targets and no
+    threshold goes below its floor: a category benign text seldom leans to ends lower than one it
+    often does. (With one held-out fifth there were too few benign lines per category for this;
+    the folds score every line.)
     """
     y = np.asarray(labels)
     ok = y == "ok"
     cat_idx = [list(classes).index(c) for c in categories]
-    p_bad = probs[:, cat_idx].sum(axis=1)[ok]
-    bg = (np.zeros(len(y), dtype=bool) if background is None else np.asarray(background, dtype=bool))[ok]
-    sh = (np.full(len(y), "-") if shapes is None else np.asarray(shapes, dtype=object))[ok]
+    pc = probs[:, cat_idx] if len(y) else np.zeros((0, len(categories)))
+    p_bad = pc.sum(axis=1)
+    lean = pc.argmax(axis=1) if len(y) else np.zeros(0, dtype=int)
+    bg = np.zeros(len(y), dtype=bool) if background is None else np.asarray(background, dtype=bool)
+    sh = np.full(len(y), "-", dtype=object) if shapes is None else np.asarray(shapes, dtype=object)
+    on_bg = ok & bg
+    templated = ok & ~bg
+    names, code = np.unique(sh[templated].astype(str), return_inverse=True)
+    sizes = np.bincount(code, minlength=len(names)).astype(float)
+    positives = [(y == c) for c in categories]
     grid = np.round(np.arange(0.30, 0.995, 0.01), 2)
-    rates = {float(t): benign_flag_rates(p_bad, bg, sh, float(t), params.shape_rate_cap) for t in grid}
 
-    def lowest(target_bg: float, target_shapes: float, floor: float) -> float:
-        for t, (r_bg, r_sh) in rates.items():
-            if t >= floor and r_bg <= target_bg and r_sh <= target_shapes:
-                return t
-        return 0.99
+    def rates(t: np.ndarray) -> tuple[float, float]:
+        flagged = p_bad >= t[lean]
+        r_bg = float(flagged[on_bg].mean()) if on_bg.any() else 0.0
+        if not len(names):
+            return r_bg, 0.0
+        per = np.bincount(code, weights=flagged[templated], minlength=len(names)) / sizes
+        return r_bg, float(np.minimum(per, params.shape_rate_cap).mean())
 
-    delete = lowest(params.delete_target_background, params.delete_target_shapes, params.delete_floor)
-    review = min(
-        delete, lowest(params.review_target_background, params.review_target_shapes, params.review_floor)
+    def recall(ci: int, t: float) -> float:
+        pos = positives[ci]
+        return float((pos & (lean == ci) & (p_bad >= t)).sum() / max(1, pos.sum()))
+
+    def lowest(target_bg: float, target_shapes: float, floor: float, start: np.ndarray) -> np.ndarray:
+        at = np.array([int(np.searchsorted(grid, x - 1e-9)) for x in start])  # grid index per category
+        while True:
+            now = sum(rates(grid[at].astype(float)))
+            moves = []
+            for ci in range(len(categories)):
+                j = at[ci] - 1
+                if j < 0 or grid[j] < floor - 1e-9:
+                    continue
+                trial = grid[at].astype(float)
+                trial[ci] = grid[j]
+                r_bg, r_sh = rates(trial)
+                if r_bg <= target_bg and r_sh <= target_shapes:
+                    free = r_bg + r_sh <= now
+                    gain = recall(ci, grid[j]) - recall(ci, grid[at[ci]])
+                    moves.append((free, gain, grid[at[ci]], -ci, ci))
+            if not moves:
+                return grid[at].astype(float)
+            at[max(moves)[4]] -= 1
+
+    top = np.full(len(categories), float(grid[-1]))
+    delete = lowest(params.delete_target_background, params.delete_target_shapes, params.delete_floor, top)
+    review = lowest(params.review_target_background, params.review_target_shapes, params.review_floor, delete)
+    return Thresholds(
+        delete={c: float(delete[i]) for i, c in enumerate(categories)},
+        review={c: float(review[i]) for i, c in enumerate(categories)},
     )
-    return Thresholds(delete={c: delete for c in categories}, review={c: review for c in categories})
 
 
 # --- fast path --------------------------------------------------------------------------------
@@ -819,6 +870,12 @@ def _logreg(params: ModelParams, warm: Any = None) -> Any:
     return lr
 
 
+def _fit_logreg(params: ModelParams, X: Any, y: np.ndarray, sample_weight: np.ndarray) -> Any:
+    lr = _logreg(params)
+    lr.fit(X, y, sample_weight=sample_weight)
+    return lr
+
+
 def train(
     seeds: Seeds,
     gen: GeneratorConfig | None = None,
@@ -827,7 +884,8 @@ def train(
     extra: Sequence[Example] = (),
     progress: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Generate the corpus, fit on the train split, choose thresholds on the held-out split."""
+    """Generate the corpus, score every line with a fit that never saw its shape (folds), choose
+    thresholds on those scores, refit on everything."""
     gen = gen or GeneratorConfig()
     params = params or ModelParams()
     say = progress or (lambda _msg: None)
@@ -839,9 +897,9 @@ def train(
     terms = sorted({t for t, _ in lexicon})
     normalizer = make_normalizer(terms)
     words = normalized_words(terms, normalizer)
-    train_set, held = split_heldout(corpus, params.heldout_share, gen.seed)
+    folds = np.array(shape_folds(corpus, params.heldout_folds, gen.seed))
     pipe = build_pipeline(terms, words, params)
-    say(f"fitting on {len(train_set)} examples, {len(held)} in held-out shapes")
+    say(f"fitting {params.heldout_folds} leave-shapes-out folds of {len(corpus)} examples")
     # Normalize and vectorize once; the vocabulary and idf come from all lines (no labels).
     normalized = pipe.named_steps["normalize"].transform([e.text for e in corpus])
     union = pipe.named_steps["features"]
@@ -850,12 +908,20 @@ def train(
         if hasattr(vec, "stop_words_"):
             del vec.stop_words_  # terms cut by max_features/min_df: large and unused
     y = np.array([e.label for e in corpus])
-    in_held = {id(e) for e in held}
-    mask = np.array([id(e) in in_held for e in corpus])
     sw = shape_weights(corpus) if params.shape_weights else np.ones(len(corpus))
-    first = _logreg(params)
-    first.fit(X[~mask], y[~mask], sample_weight=sw[~mask])
-    classes = tuple(str(c) for c in first.classes_)
+    # Each fold is fitted from scratch (a start from another fold's fit, which saw this fold's
+    # shapes, would leak them into its scores), the folds side by side on the machine's cores.
+    from joblib import Parallel, delayed
+
+    outs = [folds == f for f in range(params.heldout_folds)]
+    fits = Parallel(n_jobs=min(len(outs), os.cpu_count() or 1))(
+        delayed(_fit_logreg)(params, X[~out], y[~out], sw[~out]) for out in outs
+    )
+    probs_all = np.zeros((len(corpus), len(fits[0].classes_)))
+    for out, fit in zip(outs, fits, strict=True):
+        probs_all[out] = fit.predict_proba(X[out])
+    fit = fits[0]
+    classes = tuple(str(c) for c in fit.classes_)
     from classifier import CATEGORIES
 
     order = {c: i for i, c in enumerate(CATEGORIES)}
@@ -863,7 +929,9 @@ def train(
         sorted((c for c in seeds.categories if c in classes), key=lambda c: (order.get(c, 99), c))
     )
     say("choosing thresholds on the held-out shapes")
-    probs = first.predict_proba(X[mask]) if mask.any() else np.zeros((0, len(classes)))
+    mask = folds >= 0
+    held = [e for e, m_ in zip(corpus, mask, strict=True) if m_]
+    probs = probs_all[mask]
     held_bg = [_is_background(e) for e in held]
     thresholds = choose_thresholds(
         probs, [e.label for e in held], classes, categories, params, held_bg, [e.shape for e in held]
@@ -879,7 +947,7 @@ def train(
         params.shape_rate_cap,
     )
     say("refitting on everything")
-    final = _logreg(params, warm=first)
+    final = _logreg(params, warm=fit)
     final.fit(X, y, sample_weight=sw)
     pipe.steps[-1] = ("clf", final)
     metrics["train_seconds"] = round(time.perf_counter() - t0, 2)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 DEFAULT_SEEDS_DIR = Path(__file__).resolve().parent / "seeds"
 COMMON_FILE = "common.toml"
-BUILTIN_SLOTS = frozenset({"phone", "qq", "wxid", "tg", "url", "num", "money", "city"})
+BUILTIN_SLOTS = frozenset({"phone", "qq", "wxid", "tg", "url", "domain", "num", "money", "city"})
 SLOT_RE = re.compile(r"\{(\w+)\}")
 
 

@@ -217,7 +217,8 @@ def train_cmd(
     click.echo(f"model {result.version} written to {target}")
     click.echo(
         f"trained on {met['n_train']} examples ({len(extra)} from feedback), "
-        f"{met['n_heldout']} of them in held-out shapes (thresholds), refit on all, in {took:.1f} s"
+        f"{met['n_heldout']} of them scored by fold fits that never saw their shape (thresholds), "
+        f"refit on all, in {took:.1f} s"
     )
     click.echo(
         "thresholds (delete / review): "

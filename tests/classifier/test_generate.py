@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from classifier.generate import (
+    BUILTINS,
     EVASIONS,
     GeneratorConfig,
     background_examples,
@@ -14,7 +15,7 @@ from classifier.generate import (
     corpus_hash,
     generate,
 )
-from classifier.seeds import SeedError, load_seeds
+from classifier.seeds import BUILTIN_SLOTS, SeedError, load_seeds
 
 TINY_COMMON = """
 [slots]
@@ -129,3 +130,7 @@ def test_background_text_is_real_and_untagged() -> None:
     assert len(ex) == 300 and all(e.label == "ok" for e in ex)
     assert {e.shape for e in ex} == {"background_review", "background_news"}
     assert not any("/b " in e.text or "/e " in e.text for e in ex)
+
+
+def test_the_seed_checker_knows_exactly_the_generators_built_in_slots():
+    assert set(BUILTINS) == set(BUILTIN_SLOTS)

@@ -265,6 +265,32 @@ def test_leave_shapes_out_split() -> None:
     assert len({round(v, 9) for (lab, s), v in by_shape.items() if lab == "fraud" and s != "feedback"}) == 1
 
 
+def test_shape_folds_score_every_shape_once() -> None:
+    """Every line but feedback lands in exactly one fold, each shape whole in one fold, hard
+    negatives dealt evenly; deterministic for a seed."""
+    from classifier.generate import Example
+
+    ex = [Example(f"f{s}{i}", "fraud", f"shape{s}") for s in range(10) for i in range(6)]
+    ex += [Example(f"h{s}{i}", "ok", f"hard_negative_{s}") for s in range(5) for i in range(6)]
+    ex += [Example(f"o{s}{i}", "ok", f"chat{s}") for s in range(5) for i in range(6)]
+    ex += [Example(f"b{i}", "ok", "background_news") for i in range(100)]
+    ex += [Example(f"fb{i}", "fraud", "feedback") for i in range(7)]
+    folds = m.shape_folds(ex, 5, seed=3)
+    assert folds == m.shape_folds(ex, 5, seed=3)
+    assert [f for e, f in zip(ex, folds, strict=True) if e.shape == "feedback"] == [-1] * 7
+    assert all(0 <= f < 5 for e, f in zip(ex, folds, strict=True) if e.shape != "feedback")
+    by_shape: dict[str, set[int]] = {}
+    for e, f in zip(ex, folds, strict=True):
+        if e.shape not in ("background_news", "feedback"):
+            by_shape.setdefault(e.shape, set()).add(f)
+    assert all(len(fs) == 1 for fs in by_shape.values())
+    for f in range(5):
+        in_fold = {s for s, fs in by_shape.items() if f in fs}
+        assert sum(s.startswith("hard_negative") for s in in_fold) == 1
+        assert sum(s.startswith("shape") for s in in_fold) == 2
+    assert len({f for e, f in zip(ex, folds, strict=True) if e.shape == "background_news"}) == 5
+
+
 def test_split_holds_out_hard_negatives_in_proportion() -> None:
     """Whichever seed: the held-out ok shapes are a fixed share of hard negatives and of the rest."""
     from classifier.generate import Example
@@ -296,6 +322,31 @@ def test_one_inseparable_shape_does_not_set_the_threshold() -> None:
     )
     assert uncapped.review["fraud"] > 0.95
     assert capped.review["fraud"] == m.ModelParams().review_floor
+
+
+def test_thresholds_are_per_category_where_benign_text_leans() -> None:
+    """Benign lines leaning to fraud hold fraud's threshold up; gambling, which no benign line leans
+    to, goes down to the floor; the overall benign rate stays within the target."""
+    classes, cats = ("fraud", "gambling", "ok"), ("fraud", "gambling")
+    rows, labels, shapes = [], [], []
+    for i in range(400):  # background: 3% lean to fraud with 1 - p(ok) = 0.8, the rest clean
+        rows.append([0.8, 0.0, 0.2] if i < 12 else [0.05, 0.05, 0.9])
+        labels.append("ok")
+        shapes.append("background")
+    for cat, col in (("fraud", 0), ("gambling", 1)):  # positives spread from 0.55 to 0.99
+        for i in range(45):
+            p = 0.55 + i * 0.01
+            row = [0.0, 0.0, 1 - p]
+            row[col] = p
+            rows.append(row)
+            labels.append(cat)
+            shapes.append(f"{cat}_ad")
+    bg = [s == "background" for s in shapes]
+    t = m.choose_thresholds(np.array(rows), labels, classes, cats, m.ModelParams(), bg, shapes)
+    assert t.review["gambling"] == m.ModelParams().review_floor
+    assert t.review["fraud"] > 0.8  # 3% of benign lines at 0.8 is over the 1% review target
+    assert t.delete["gambling"] == m.ModelParams().delete_floor < t.delete["fraud"]
+    assert all(t.review[c] <= t.delete[c] for c in cats)
 
 
 def _reference_features(scorer: m.FastScorer, text: str) -> tuple[list[int], list[float]]:
