@@ -9,7 +9,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,15 @@ from telegram import (
     Chat,
     Update,
 )
-from telegram.ext import ApplicationBuilder, CallbackQueryHandler, MessageHandler, TypeHandler, filters
+from telegram.ext import (
+    ApplicationBuilder,
+    BaseUpdateProcessor,
+    CallbackQueryHandler,
+    JobQueue,
+    MessageHandler,
+    TypeHandler,
+    filters,
+)
 from telegram.request import BaseRequest, HTTPXRequest
 
 import storage
@@ -30,6 +38,7 @@ from bot.caches import AdminCache, ChatSettingsCache
 from bot.classify_worker import ClassifyWorker
 from bot.config import Settings
 from bot.context import CONTEXT_TYPES, Context, QinglangApp, Services
+from bot.deletions import Deletions
 from bot.evidence import Evidence, default_spool_dir
 from bot.journal import DONE_BATCH, JournalingRequest, UpdateJournal, replay_unfinished
 from bot.logs import add_secret
@@ -102,13 +111,24 @@ async def on_group_message(update: Update, context: Context) -> None:
     services = context.services
     started = time.perf_counter()
     try:
-        outcome = await moderate(record, services)
+        outcome = await moderate(record, services, update_id=update.update_id)
     finally:
         if services.classify_worker is not None:  # a verdict prefetched but never asked for (skipped)
             services.classify_worker.discard(record.key)
-    outcome.extra["handled_seconds"] = time.perf_counter() - started  # for the observers (metrics)
+    outcome.extra["started"] = started
+    if outcome.status != "queued":  # queued: bot/deletions.py calls message_done with the outcome
+        await message_done(services, context.job_queue, record, outcome)
+
+
+async def message_done(
+    services: Services, job_queue: JobQueue[Any] | None, record: MessageRecord, outcome: Outcome
+) -> None:
+    """A group message's final outcome: its notice removes itself later; observers and the log see it."""
+    started = outcome.extra.pop("started", None)
+    if isinstance(started, float):
+        outcome.extra["handled_seconds"] = time.perf_counter() - started  # for the observers (metrics)
     if outcome.notice_message_id is not None:
-        await remove_notice_later(services, context.job_queue, record.chat_id, outcome.notice_message_id)
+        await remove_notice_later(services, job_queue, record.chat_id, outcome.notice_message_id)
     for observe in services.observers:
         observe(record, outcome)
     if outcome.status not in ("ok", "skipped", "off"):
@@ -157,11 +177,18 @@ async def on_review_button(update: Update, context: Context) -> None:
 
 async def on_update_done(update: Update, context: Context) -> None:
     """Every handler has run for this update: it need not be replayed after a crash."""
-    journal = context.services.journal
-    if journal is None:
+    services = context.services
+    if services.journal is None:
         return
-    waiting = journal.mark_done([update.update_id], flush=False)
-    if waiting == DONE_BATCH or context.application.update_queue.empty():
+    if services.deletions is not None and services.deletions.holds(update.update_id):
+        return  # marked once its deletion's outcome is recorded (bot/deletions.py)
+    mark_done(services.journal, update.update_id, idle=context.application.update_queue.empty())
+
+
+def mark_done(journal: UpdateJournal, update_id: int, *, idle: bool) -> None:
+    """An update need not be replayed after a crash: marked now, written in a batch or, `idle`, at once."""
+    waiting = journal.mark_done([update_id], flush=False)
+    if waiting == DONE_BATCH or idle:
         # Written in a thread, never on the event loop: the journal may be busy committing the next
         # fetched batch (fsync), and sqlite3 releases the GIL. While updates are queued, one write per
         # DONE_BATCH marks (==: one flush per batch, not one per update after it); idle, at once.
@@ -170,7 +197,8 @@ async def on_update_done(update: Update, context: Context) -> None:
 
 async def job_drain_spool(context: Context) -> None:
     """Evidence spooled while the database was unavailable goes into it as soon as it answers."""
-    await context.services.evidence.drain()
+    if context.bot_data.services is not None:  # None while still starting (deferred services)
+        await context.services.evidence.drain()
 
 
 async def on_error(update: object, context: Context) -> None:
@@ -186,14 +214,64 @@ def spool_dir(settings: Settings) -> Path:
     return settings.spool_dir or default_spool_dir(settings.database_url)
 
 
+class ServicesGate(BaseUpdateProcessor):
+    """PTB's update processing, one update at a time, held until the services are up: with deferred
+    services, polling starts while the model loads, and no update is judged before it can be."""
+
+    def __init__(self) -> None:
+        super().__init__(max_concurrent_updates=1)
+        self._open = asyncio.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        if not self._open.is_set():
+            await self._open.wait()
+        await coroutine
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+
 def _post_init(
     settings: Settings,
     preloaded: Classifier | None,
     observers: list[Observer],
     journal: UpdateJournal | None,
     fetcher: JournalingRequest | None,
+    gate: ServicesGate,
+    defer: bool,
 ) -> Callable[[QinglangApp], Any]:
     async def post_init(application: QinglangApp) -> None:
+        if not defer:
+            await start_services(application, None)
+            gate.open()
+            return
+        # Polling starts now; the updates it fetches are journaled and wait at the gate until the
+        # services are up. The journal's unfinished updates are read first: those fetched from here on
+        # are processed by polling, not replayed.
+        pending = await asyncio.to_thread(journal.unfinished) if journal is not None else None
+        application.bot_data.starting = asyncio.get_running_loop().create_task(
+            _start_deferred(application, pending), name="qinglang-services"
+        )
+
+    async def _start_deferred(application: QinglangApp, pending: list[dict[str, Any]] | None) -> None:
+        try:
+            await start_services(application, pending)
+        except Exception as exc:
+            log.error("the bot could not start its services", exc_info=exc)
+            application.bot_data.startup_error = exc
+            while not application.running:  # stop_running acts on a running application only
+                await asyncio.sleep(0.05)
+            application.stop_running()
+            return
+        gate.open()
+
+    async def start_services(application: QinglangApp, pending: list[dict[str, Any]] | None) -> None:
         # The model loads (~1.3 s, mostly unpickling) in a thread while the database opens.
         loading: asyncio.Future[Classifier] | None = None
         if preloaded is None:
@@ -248,6 +326,14 @@ def _post_init(
             classify_worker=worker,
         )
         services = application.bot_data.services
+        if settings.batch_deletions:
+
+            async def finished(record: MessageRecord, outcome: Outcome, update_id: int | None) -> None:
+                await message_done(services, application.job_queue, record, outcome)
+                if update_id is not None and services.journal is not None:
+                    mark_done(services.journal, update_id, idle=application.update_queue.empty())
+
+            services.deletions = Deletions(services, finished)
         if worker is not None and fetcher is not None:
             # Each fetched batch goes to the worker before PTB parses it; it judges with whatever model
             # the services hold then (a /reload forks a new worker).
@@ -261,7 +347,7 @@ def _post_init(
         # After a crash: spooled evidence first (in order), then the updates fetched but never finished.
         await services.evidence.drain()
         if journal is not None:
-            await replay_unfinished(application, journal)
+            await replay_unfinished(application, journal, pending)
         # The three scopes are independent: one round trip's wait instead of three.
         await asyncio.gather(
             *(
@@ -281,10 +367,23 @@ def _post_init(
     return post_init
 
 
+async def _post_stop(application: QinglangApp) -> None:
+    # Updates are no longer processed: finish the deletions they queued while Telegram still answers.
+    services = application.bot_data.services
+    if services is not None and services.deletions is not None:
+        await services.deletions.close()
+
+
 async def _post_shutdown(application: QinglangApp) -> None:
+    starting = application.bot_data.starting
+    if starting is not None and not starting.done():  # stopped while still starting
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
     services = application.bot_data.services
     if services is not None:
         application.bot_data.services = None
+        if services.deletions is not None:
+            services.deletions.cancel()  # unfinished: replayed from the journal at the next start
         if services.classify_worker is not None:
             services.classify_worker.close()
         if services.metrics is not None:
@@ -304,12 +403,15 @@ def build_application(
     get_updates_request: BaseRequest | None = None,
     classifier: Classifier | None = None,
     observers: list[Observer] | None = None,
+    defer_services: bool = False,
 ) -> QinglangApp:
     """The bot, ready for `run_polling()` (or initialize/start/updater.start_polling in tests).
 
     `request`/`get_updates_request` replace PTB's HTTP clients (tests route them to the emulator);
     `classifier` skips loading the model (tests and benchmarks share one already loaded);
-    `observers` are called with (record, outcome) after each group message.
+    `observers` are called with (record, outcome) after each group message;
+    `defer_services`: post_init returns at once and the model and database come up while polling
+    starts (`qinglang run`); updates wait for them (`ServicesGate`).
     """
     if settings.telegram_token is None:
         raise ValueError("no bot token: set QINGLANG_TELEGRAM_TOKEN or pass --token")
@@ -324,13 +426,15 @@ def build_application(
         # to the classifier worker.
         fetcher = JournalingRequest(get_updates_request or HTTPXRequest(connection_pool_size=1), journal)
         get_updates_request = fetcher
+    gate = ServicesGate()
     builder = (
         ApplicationBuilder()
         .token(settings.telegram_token.get_secret_value())
         .context_types(CONTEXT_TYPES)
         # Sequential on purpose: for handlers this cheap, PTB runs 3-4x slower with concurrent updates.
-        .concurrent_updates(False)
-        .post_init(_post_init(settings, classifier, observers or [], journal, fetcher))
+        .concurrent_updates(gate)
+        .post_init(_post_init(settings, classifier, observers or [], journal, fetcher, gate, defer_services))
+        .post_stop(_post_stop)
         .post_shutdown(_post_shutdown)
     )
     if settings.base_url:

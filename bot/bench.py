@@ -151,15 +151,8 @@ def _setup_emulator() -> Any:
 
 
 def _delete_at(emu: Any, chat: int, message_id: int) -> float | None:
-    for call in reversed(emu.calls("deleteMessage")):
-        p = call.params
-        if (
-            int(p.get("chat_id", 0)) == chat
-            and int(p.get("message_id", 0)) == message_id
-            and call.status == 200
-        ):
-            return float(call.at)
-    return None
+    at = emu.deleted_at(chat, message_id)  # by deleteMessage or deleteMessages alike
+    return None if at is None else float(at)
 
 
 async def _wait_deleted(emu: Any, chat: int, message_id: int, timeout: float) -> float:
@@ -329,11 +322,8 @@ async def run_harness(
 
 
 def _latencies(emu: Any, traffic: Traffic, window: set[int]) -> list[float]:
-    deletes: dict[tuple[int, int], float] = {}
-    for call in emu.calls("deleteMessage"):
-        if call.status == 200:
-            key = (int(call.params["chat_id"]), int(call.params["message_id"]))
-            deletes.setdefault(key, float(call.at))
+    # deleteMessage and deleteMessages alike: each message at the call that deleted it
+    deletes = {(chat, message): float(at) for chat, message, at in emu.deletions()}
     out = []
     for key, update_id in traffic.spam.items():
         if update_id in window and key in deletes:

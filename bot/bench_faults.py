@@ -161,11 +161,14 @@ async def run_telegram_faults(
                 run.scripted[name] = run.scripted.get(name, 0) + 1
             updates.append({"update_id": 1 + i, "message": msg})
         start = time.monotonic()
-        for update in updates:
-            await app.process_update(Update.de_json(update, app.bot))
-        run.seconds = time.monotonic() - start
         services = app.bot_data.services
         assert services is not None  # post_init built them
+        for update in updates:
+            await app.process_update(Update.de_json(update, app.bot))
+            # One message at a time: the faults are scripted per message (deleteMessage), not per batch.
+            if services.deletions is not None:
+                await services.deletions.wait_idle()
+        run.seconds = time.monotonic() - start
         engine = services.db.engine
         run.verify_ok = (await storage.verify_database(engine)).ok
         async with engine.connect() as conn:

@@ -74,7 +74,7 @@ class WorkersRun:
     incidents: int = 0
     incidents_twice: int = 0  # (chat, message, edit) with more than one incident: must be 0
     solicitations_missing: int = 0  # solicitations without an incident: must be 0
-    deletes_repeated: int = 0  # messages deleteMessage was asked for more than once: must be 0
+    deletes_repeated: int = 0  # messages asked to be deleted more than once (either method): must be 0
     verify_exit: int | None = None
     batches: int = 0
     batch_overlaps: int = 0  # incidents claimed by two batches: must be 0
@@ -498,9 +498,11 @@ async def _drive(
     if unsent:
         run.worker_errors.append(f"time limit: {unsent} updates not sent")
     deletes: dict[tuple[int, int], int] = {}
-    for call in emu.calls("deleteMessage"):
-        key = (int(call.params["chat_id"]), int(call.params["message_id"]))
-        deletes[key] = deletes.get(key, 0) + 1
+    for call in emu.calls("deleteMessage") + emu.calls("deleteMessages"):
+        named = call.params.get("message_ids") or [call.params.get("message_id")]
+        for message_id in named:
+            key = (int(call.params["chat_id"]), int(message_id))
+            deletes[key] = deletes.get(key, 0) + 1
     run.deletes_repeated = sum(1 for n in deletes.values() if n > 1)
     if check:
         await _check(run, db, spam=spam if not unsent else set(), claimed=claimed, batchers=batchers)

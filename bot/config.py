@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         description="Classify fetched batches ahead of the handlers in a second (forked) process; "
         "off: everything in the bot's process",
     )
+    batch_deletions: bool = Field(
+        default=True,
+        description="Carry out the model's deletions in batches behind the handlers (one evidence commit, "
+        "one deleteMessages call and one notice per chat for a batch); off: each in its own handler",
+    )
     log_level: str = Field(default="INFO", description="Python logging level")
     log_format: Literal["text", "json"] = Field(
         default="text", description="Log lines as key=value text or one JSON object a line"

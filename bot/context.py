@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from bot.caches import AdminCache, ChatSettingsCache
     from bot.classify_worker import ClassifyWorker
     from bot.config import Settings
+    from bot.deletions import Deletions
     from bot.evidence import Evidence
     from bot.journal import UpdateJournal
     from bot.metrics import Metrics
@@ -44,6 +46,8 @@ class Services:
     metrics: Metrics | None = None
     # The process that classifies fetched batches ahead of the handlers (None: all in-process).
     classify_worker: ClassifyWorker | None = None
+    # The model's deletions, handled in batches behind the handlers (None: each in its handler).
+    deletions: Deletions | None = None
 
     def spool_depth(self) -> int:
         """Evidence entries waiting in the spool for the database (a metrics gauge reads this)."""
@@ -55,6 +59,9 @@ class BotData:
 
     def __init__(self) -> None:
         self.services: Services | None = None
+        # Deferred start (`qinglang run`): the task bringing the services up, and why it failed.
+        self.starting: asyncio.Task[None] | None = None
+        self.startup_error: BaseException | None = None
 
 
 class Context(CallbackContext[ExtBot[None], dict[Any, Any], dict[Any, Any], BotData]):

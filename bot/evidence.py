@@ -150,6 +150,65 @@ class Evidence:
         await asyncio.to_thread(self.spool.add_incident, incident)
         return Recorded(key, created=True, incident_id=None)
 
+    async def record_many(self, incidents: Sequence[storage.NewIncident]) -> list[Recorded]:
+        """`record` for several incidents: in the database in one transaction (one commit for all), or
+        each spooled, in order, while it is unavailable."""
+        keys = [incident_key(i) for i in incidents]
+        out: list[Recorded | None] = [
+            Recorded(key, created=False, incident_id=None) if self.spool.holds(key) else None for key in keys
+        ]
+        todo = [i for i, found in enumerate(out) if found is None]
+        if todo and await self._database_first():
+            try:
+                rows = await storage.record_incidents(
+                    sessionmaker=self.db.sessionmaker,
+                    incidents=[incidents[i] for i in todo],
+                    lock_timeout=self.lock_timeout,
+                )
+                for i, (row, created) in zip(todo, rows, strict=True):
+                    out[i] = recorded = Recorded(keys[i], created=created, incident_id=row.id, incident=row)
+                    self.remember(recorded)
+                todo = []
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                self._down(exc, f"{len(todo)} incidents")
+        for i in todo:
+            if self.spool.holds(keys[i]):  # the same message twice in one batch
+                out[i] = Recorded(keys[i], created=False, incident_id=None)
+                continue
+            await asyncio.to_thread(self.spool.add_incident, incidents[i])
+            out[i] = Recorded(keys[i], created=True, incident_id=None)
+        return [r for r in out if r is not None]
+
+    async def append_many(
+        self, items: Sequence[tuple[IncidentRef, Sequence[EventSpec], tuple[int, float] | None]]
+    ) -> list[int]:
+        """`append` for several incidents (ref, events, strike): in the database in one transaction, or
+        spooled, in order, while it is unavailable. Returns each sender's strikes, as `append` does."""
+        strikes = [0] * len(items)
+        left = list(range(len(items)))
+        in_db = [(i, ref) for i, (ref, _, _) in enumerate(items) if isinstance(ref, int)]
+        if len(in_db) > 1 and await self._database_first():
+            try:
+                done = await storage.append_events_many(
+                    sessionmaker=self.db.sessionmaker,
+                    items=[(ref, items[i][1], items[i][2]) for i, ref in in_db],
+                    lock_timeout=self.lock_timeout,
+                )
+                for (i, _), count in zip(in_db, done, strict=True):
+                    strikes[i] = count
+                moved = {i for i, _ in in_db}
+                left = [i for i in left if i not in moved]
+            except Exception as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                self._down(exc, f"events of {len(in_db)} incidents")
+        for i in left:  # one at a time: spooled ones, or the database was unavailable
+            ref, events, strike = items[i]
+            strikes[i] = await self.append(ref, events, strike=strike)
+        return strikes
+
     async def append(
         self,
         ref: IncidentRef,

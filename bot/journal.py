@@ -244,9 +244,13 @@ class JournalingRequest(DelegatingRequest):
         return code, body
 
 
-async def replay_unfinished(application: QinglangApp, journal: UpdateJournal) -> int:
-    """Run every journaled update whose handlers never finished (call before polling starts)."""
-    pending = await asyncio.to_thread(journal.unfinished)
+async def replay_unfinished(
+    application: QinglangApp, journal: UpdateJournal, pending: list[dict[str, Any]] | None = None
+) -> int:
+    """Run every journaled update whose handlers never finished (call before polling starts), or those
+    of `pending`, read from the journal before polling started."""
+    if pending is None:
+        pending = await asyncio.to_thread(journal.unfinished)
     if not pending:
         return 0
     log.info("replaying %d journaled updates that were fetched but not finished", len(pending))

@@ -232,7 +232,7 @@ def decide(verdict: VerdictLike, *, mode: str) -> Decision:
 # --- outcomes ---------------------------------------------------------------------------------
 
 Status = Literal[
-    "off", "skipped", "ok", "duplicate", "deleted", "delete_failed", "review", "dry_run", "error"
+    "off", "skipped", "ok", "queued", "duplicate", "deleted", "delete_failed", "review", "dry_run", "error"
 ]
 
 
@@ -270,8 +270,11 @@ async def _append(
     await services.evidence.append(incident_id, events)
 
 
-async def moderate(record: MessageRecord, services: Services) -> Outcome:
-    """Judge one group message and act on it according to the chat's settings."""
+async def moderate(record: MessageRecord, services: Services, *, update_id: int | None = None) -> Outcome:
+    """Judge one group message and act on it according to the chat's settings.
+
+    A message the model deletes is queued (status "queued") when the services batch deletions
+    (bot/deletions.py): its final outcome then goes to the observers from there."""
     received_at = dt.datetime.now(dt.UTC)
     if record.is_service:
         return Outcome("skipped", reason="service")
@@ -301,6 +304,12 @@ async def moderate(record: MessageRecord, services: Services) -> Outcome:
     decision = decide(verdict, mode=chat.mode)
     if decision.action == "pass":
         return Outcome("ok", category=verdict.label, score=verdict.score, extra=timing)
+    if decision.action == "delete" and decision.act and services.deletions is not None:
+        # Evidence, delete, notice and outcome in the next batch, while the next updates are judged.
+        queued = Outcome("queued", category=verdict.label, score=float(verdict.score), extra=timing)
+        incident = new_incident(record, verdict, received_at=received_at)
+        services.deletions.submit(record, chat, incident, queued, update_id)
+        return queued
 
     # Evidence first: committed (or, with the database down, spooled to disk) before anything is done
     # to the message.
@@ -361,7 +370,7 @@ async def delete_and_strike(
         out.extra["delete_error_kind"] = deleted.kind
         log.warning("chat %s: delete of %s failed: %s", record.chat_id, record.message_id, deleted.error)
         if deleted.kind in ("no_rights", "forbidden"):
-            await _warn_missing_right(services, chat, "delete")
+            await warn_missing_right(services, chat, "delete")
     elif out.category:
         # The notice is part of the "deleted" outcome, not an action of its own: the incident's
         # final action stays "deleted".
@@ -380,14 +389,14 @@ async def delete_and_strike(
     )
     out.extra["strikes"] = strikes
     if record.sender_id is not None and chat.strike_limit > 0 and strikes >= chat.strike_limit:
-        await _escalate(record, chat, services, incident_id, out, strikes=strikes)
+        await escalate(record, chat, services, incident_id, out, strikes=strikes)
     return out
 
 
 _delete_and_strike = delete_and_strike  # the name bot/admin.py imports
 
 
-async def _escalate(
+async def escalate(
     record: MessageRecord,
     chat: ChatPolicy,
     services: Services,
@@ -409,7 +418,7 @@ async def _escalate(
         out.escalation = f"{done} failed: {result.error}"
         log.warning("chat %s: %s of user %s failed: %s", record.chat_id, done, record.sender_id, result.error)
         if result.kind in ("no_rights", "forbidden"):
-            await _warn_missing_right(services, chat, "restrict")
+            await warn_missing_right(services, chat, "restrict")
         return
     out.escalation = done
     detail = {**result.detail(), "strikes": strikes, "message": out.status}
@@ -436,7 +445,7 @@ async def _post_notice(
     return sent.value.message_id if sent.ok else None
 
 
-async def _warn_missing_right(services: Services, chat: ChatPolicy, right: str) -> None:
+async def warn_missing_right(services: Services, chat: ChatPolicy, right: str) -> None:
     """Tell the chat (and its report chat) once per process that the bot lacks a right it needs."""
     key = (chat.chat_id, right)
     if key in services.rights_warned:

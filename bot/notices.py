@@ -68,6 +68,11 @@ async def job_remove_notice(context: Context) -> None:
 async def job_resume_notice_removals(context: Context) -> int:
     """At start: schedule the removal of every stored notice (at once if its time has passed).
     Returns how many were scheduled."""
+    if context.bot_data.services is None:  # still starting (deferred services): try again shortly
+        later: JobQueue[Any] | None = context.job_queue
+        if later is not None:
+            later.run_once(job_resume_notice_removals, when=0.5, name="resume_notice_removals")
+        return 0
     services = context.services
     async with services.db.sessionmaker() as session:
         pending = await list_pending_deletions(session=session)

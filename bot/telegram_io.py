@@ -153,6 +153,14 @@ class SafeTelegram:
             "deleteMessage", lambda: self.bot.delete_message(chat_id=chat_id, message_id=message_id)
         )
 
+    async def delete_messages(self, chat_id: int, message_ids: Sequence[int]) -> ApiResult:
+        """Delete up to 100 messages of one chat in one call. Telegram skips those it cannot find and
+        fails the whole call otherwise (e.g. without the right to delete), so the result is all-or-none."""
+        return await self.call(
+            "deleteMessages",
+            lambda: self.bot.delete_messages(chat_id=chat_id, message_ids=list(message_ids)),
+        )
+
     async def send_message(
         self,
         chat_id: int,

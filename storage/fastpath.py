@@ -129,32 +129,51 @@ class SqliteWriter:
         `lock_timeout` seconds."""
         await asyncio.get_running_loop().run_in_executor(self.executor, self._probe, lock_timeout)
 
-    def _record(self, values: dict[str, Any], lock_timeout: float | None = None) -> tuple[int, bool]:
-        conn = self._connect_waiting(lock_timeout)
+    @staticmethod
+    def _insert(
+        conn: sqlite3.Connection, values: dict[str, Any], plan: _Plan, time_proc: Any
+    ) -> tuple[int, bool]:
         chat_id = values["chat_id"]
+        existing, last_seq, prev = conn.execute(
+            _SQLITE_SELECT, (chat_id, values["message_id"], values["edit_key"], chat_id, chat_id)
+        ).fetchone()
+        if existing is not None:
+            return existing, False
+        _complete(values, last_seq or 0, prev or GENESIS)
+        new_id = conn.execute(_SQLITE_INSERT, plan.params(values)).lastrowid
+        now = time_proc(values["recorded_at"]) if time_proc else values["recorded_at"]
+        conn.execute(_SQLITE_HEAD, (chat_id, values["seq"], values["record_hash"], now))
+        assert new_id is not None
+        return new_id, True
+
+    def _record_many(
+        self, many: list[dict[str, Any]], lock_timeout: float | None = None
+    ) -> list[tuple[int, bool]]:
+        conn = self._connect_waiting(lock_timeout)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            existing, last_seq, prev = conn.execute(
-                _SQLITE_SELECT, (chat_id, values["message_id"], values["edit_key"], chat_id, chat_id)
-            ).fetchone()
-            if existing is not None:
-                conn.execute("ROLLBACK")
-                return existing, False
-            _complete(values, last_seq or 0, prev or GENESIS)
-            new_id = conn.execute(_SQLITE_INSERT, self.plan.params(values)).lastrowid
-            now = self.time_proc(values["recorded_at"]) if self.time_proc else values["recorded_at"]
-            conn.execute(_SQLITE_HEAD, (chat_id, values["seq"], values["record_hash"], now))
+            out = [self._insert(conn, values, self.plan, self.time_proc) for values in many]
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        assert new_id is not None
-        return new_id, True
+        return out
+
+    def _record(self, values: dict[str, Any], lock_timeout: float | None = None) -> tuple[int, bool]:
+        return self._record_many([values], lock_timeout)[0]
 
     async def record(self, values: dict[str, Any], lock_timeout: float | None = None) -> tuple[int, bool]:
         return await asyncio.get_running_loop().run_in_executor(
             self.executor, self._record, values, lock_timeout
+        )
+
+    async def record_many(
+        self, many: list[dict[str, Any]], lock_timeout: float | None = None
+    ) -> list[tuple[int, bool]]:
+        """Several incidents in one transaction: one commit (one fsync) for all of them."""
+        return await asyncio.get_running_loop().run_in_executor(
+            self.executor, self._record_many, many, lock_timeout
         )
 
     def close(self) -> None:
@@ -416,62 +435,67 @@ class MissingIncident(LookupError):
     pass
 
 
-def _sqlite_append(
-    writer: SqliteWriter,
+def _append_in(
+    conn: sqlite3.Connection,
     plan: _EventPlan,
     incident_id: int,
     events: list[EventSpec],
     strike: tuple[int, float] | None,
-    lock_timeout: float | None = None,
-) -> tuple[int, int, str]:
+) -> int:
+    """One incident's events (and strike) inside the caller's transaction; the sender's strikes."""
+    row = conn.execute("SELECT chat_id, message_id FROM incidents WHERE id = ?", (incident_id,)).fetchone()
+    if row is None:
+        raise MissingIncident(f"no incident {incident_id}")
+    chat_id, message_id = row
+    head = conn.execute(
+        "SELECT last_seq, last_hash FROM chain_heads WHERE chat_id = ?", (chat_id,)
+    ).fetchone()
+    last_seq, prev = head if head is not None else (0, GENESIS)
+    srow = conn.execute(_SQLITE_STATE_SELECT, (incident_id,)).fetchone()
+    state = None
+    if srow is not None:
+        state = dict(zip(_STATE_COLUMNS, srow, strict=True))
+        state["legal_hold"] = bool(state["legal_hold"])
+    rows, state = chain_events(incident_id, chat_id, message_id, last_seq, prev, events, state)
+    conn.executemany(_SQLITE_EV_INSERT, [plan.event_params(r) for r in rows])
+    conn.execute(_SQLITE_STATE_UPSERT, plan.state_params(state))
+    if rows:
+        last = rows[-1]
+        conn.execute(
+            _SQLITE_HEAD, (chat_id, last["seq"], last["record_hash"], plan.when(last["recorded_at"]))
+        )
+    strikes = 0
+    if strike is not None:
+        user_id, window = strike
+        now = datetime.now(UTC)
+        if conn.execute("SELECT id FROM strikes WHERE incident_id = ?", (incident_id,)).fetchone() is None:
+            conn.execute(
+                "INSERT INTO strikes (chat_id, user_id, incident_id, created_at) VALUES (?, ?, ?, ?)",
+                (chat_id, user_id, incident_id, plan.when(now)),
+            )
+        strikes = conn.execute(
+            "SELECT count(id) FROM strikes WHERE chat_id = ? AND user_id = ? AND created_at >= ?",
+            (chat_id, user_id, plan.when(now - timedelta(seconds=window))),
+        ).fetchone()[0]
+    return int(strikes)
+
+
+AppendSpec = tuple[int, list[EventSpec], tuple[int, float] | None]  # incident id, events, strike
+
+
+def _sqlite_append_many(
+    writer: SqliteWriter, plan: _EventPlan, items: list[AppendSpec], lock_timeout: float | None = None
+) -> list[int]:
     conn = writer._connect_waiting(lock_timeout)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        row = conn.execute(
-            "SELECT chat_id, message_id FROM incidents WHERE id = ?", (incident_id,)
-        ).fetchone()
-        if row is None:
-            raise MissingIncident(f"no incident {incident_id}")
-        chat_id, message_id = row
-        head = conn.execute(
-            "SELECT last_seq, last_hash FROM chain_heads WHERE chat_id = ?", (chat_id,)
-        ).fetchone()
-        last_seq, prev = head if head is not None else (0, GENESIS)
-        srow = conn.execute(_SQLITE_STATE_SELECT, (incident_id,)).fetchone()
-        state = None
-        if srow is not None:
-            state = dict(zip(_STATE_COLUMNS, srow, strict=True))
-            state["legal_hold"] = bool(state["legal_hold"])
-        rows, state = chain_events(incident_id, chat_id, message_id, last_seq, prev, events, state)
-        conn.executemany(_SQLITE_EV_INSERT, [plan.event_params(r) for r in rows])
-        conn.execute(_SQLITE_STATE_UPSERT, plan.state_params(state))
-        if rows:
-            last = rows[-1]
-            conn.execute(
-                _SQLITE_HEAD, (chat_id, last["seq"], last["record_hash"], plan.when(last["recorded_at"]))
-            )
-        strikes = 0
-        if strike is not None:
-            user_id, window = strike
-            now = datetime.now(UTC)
-            if (
-                conn.execute("SELECT id FROM strikes WHERE incident_id = ?", (incident_id,)).fetchone()
-                is None
-            ):
-                conn.execute(
-                    "INSERT INTO strikes (chat_id, user_id, incident_id, created_at) VALUES (?, ?, ?, ?)",
-                    (chat_id, user_id, incident_id, plan.when(now)),
-                )
-            strikes = conn.execute(
-                "SELECT count(id) FROM strikes WHERE chat_id = ? AND user_id = ? AND created_at >= ?",
-                (chat_id, user_id, plan.when(now - timedelta(seconds=window))),
-            ).fetchone()[0]
+        out = [_append_in(conn, plan, incident_id, events, strike) for incident_id, events, strike in items]
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return int(strikes), chat_id, prev
+    return out
 
 
 _event_plans: weakref.WeakKeyDictionary[Any, _EventPlan] = weakref.WeakKeyDictionary()
@@ -493,11 +517,18 @@ async def append_sqlite(
     lock_timeout: float | None = None,
 ) -> int:
     """Events (and the strike) of one incident in one BEGIN IMMEDIATE..COMMIT on the writer thread."""
-    plan = _event_plan(engine)
-    strikes, _, _ = await asyncio.get_running_loop().run_in_executor(
-        writer.executor, _sqlite_append, writer, plan, incident_id, events, strike, lock_timeout
-    )
+    (strikes,) = await append_sqlite_many(engine, writer, [(incident_id, events, strike)], lock_timeout)
     return strikes
+
+
+async def append_sqlite_many(
+    engine: AsyncEngine, writer: SqliteWriter, items: list[AppendSpec], lock_timeout: float | None = None
+) -> list[int]:
+    """The events of several incidents in one transaction on the writer thread: one commit for all."""
+    plan = _event_plan(engine)
+    return await asyncio.get_running_loop().run_in_executor(
+        writer.executor, _sqlite_append_many, writer, plan, items, lock_timeout
+    )
 
 
 def _pg_placeholders(names: list[str], table: Any) -> str:

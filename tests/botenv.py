@@ -3,7 +3,8 @@
 `tests/bot/conftest.py` provides the `env` fixture: build_application with the emulator's httpx ASGI
 transport, post_init run, a real SQLite file. Messages are injected with the emulator (so it knows
 them, e.g. for deleteMessage) and handed straight to `application.process_update`: they pass through
-the real handlers, filters and error handlers, with no polling loop to wait for. What the bot did is
+the real handlers, filters and error handlers, with no polling loop to wait for; `process` also waits
+for the deletions they queued (bot/deletions.py). What the bot did is
 read from the emulator's own call log (`env.emu.calls(...)`, `env.texts_to(...)`).
 """
 
@@ -108,6 +109,13 @@ class BotEnv:
         """Hand one update (without its update_id) to the application."""
         update = Update.de_json({"update_id": next(_update_ids), **payload}, self.app.bot)
         await self.app.process_update(update)
+        await self.settle()
+
+    async def settle(self) -> None:
+        """Until the deletions the handlers queued (bot/deletions.py) have their outcomes."""
+        services = self.app.bot_data.services
+        if services is not None and services.deletions is not None:
+            await services.deletions.wait_idle()
 
     def context(self) -> Any:
         """A context like the one a job gets, for running a job function directly."""

@@ -63,6 +63,9 @@ class FaultEnv:
 
     async def deliver(self, update: dict[str, Any]) -> None:
         await self.app.process_update(Update.de_json(update, self.app.bot))
+        services = self.services
+        if services is not None and services.deletions is not None:
+            await services.deletions.wait_idle()  # the deletions it queued (bot/deletions.py)
 
 
 @asynccontextmanager

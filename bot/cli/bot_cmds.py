@@ -87,7 +87,13 @@ def run(
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
     configure_logging(settings.log_level, secrets=tuple(secrets), fmt=settings.log_format)
-    application = build_application(settings, request=bot_request(webhook) if webhook.webhook_url else None)
+    application = build_application(
+        settings,
+        request=bot_request(webhook) if webhook.webhook_url else None,
+        # Polling: getUpdates starts while the model loads (updates wait for it). Webhooks answer each
+        # update's POST, so there the services are up before the server starts.
+        defer_services=not webhook.webhook_url,
+    )
     from bot.admin import install_sighup_reload  # admin-commands work: `kill -HUP` reloads the model
 
     install_sighup_reload(application)
@@ -95,6 +101,8 @@ def run(
         run_webhook(application, webhook, allowed_updates=ALLOWED_UPDATES)
     else:
         application.run_polling(allowed_updates=ALLOWED_UPDATES)
+    if application.bot_data.startup_error is not None:
+        raise click.ClickException(f"the bot could not start: {application.bot_data.startup_error}")
 
 
 @click.command()

@@ -280,6 +280,23 @@ class Emulator:
         stored = self.get_message(chat_id, message_id)
         return None if stored is None else stored.deleted_at
 
+    def deletions(self) -> list[tuple[int, int, float]]:
+        """(chat, message, time) of each message a deleteMessage or deleteMessages call deleted, in call
+        order, with the call that deleted it: a message a later call named again (deleteMessages skips
+        those already gone) is listed once."""
+        out: list[tuple[int, int, float]] = []
+        for call in self._all_calls:
+            if call.status != 200 or call.method not in ("deleteMessage", "deleteMessages"):
+                continue
+            chat_id = int(call.params.get("chat_id", 0))
+            named = call.params.get("message_ids") if call.method == "deleteMessages" else None
+            ids = named if isinstance(named, list) else [call.params.get("message_id", 0)]
+            for raw in ids:
+                stored = self.get_message(chat_id, int(raw))
+                if stored is not None and stored.deleted_at == call.at:
+                    out.append((chat_id, int(raw), call.at))
+        return out
+
     def sent(self, chat_id: int | None = None) -> list[JSON]:
         """Messages the bot sent (sendMessage, sendDocument), oldest first, as they are now."""
         return [m.data for m in self._sent if chat_id is None or m.data["chat"]["id"] == chat_id]

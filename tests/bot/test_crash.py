@@ -52,9 +52,10 @@ async def test_sigkill_halfway_then_restart_judges_every_message_once(tmp_path: 
         if model.classify(text).action == "delete":
             flagged.add(msg["message_id"])
     emu.delay("deleteMessage", 0.02)  # slow enough to be killed mid-stream
+    emu.delay("deleteMessages", 0.02)
 
-    def ok_deletes() -> list[int]:
-        return [int(c.params["message_id"]) for c in emu.calls("deleteMessage") if c.error is None]
+    def ok_deletes() -> list[int]:  # deleteMessage and deleteMessages alike
+        return [m for _, m, _ in emu.deletions()]
 
     async with emu.serve():
         proc = await _start(emu, db)

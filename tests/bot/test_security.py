@@ -346,6 +346,9 @@ async def sec_app(tmp_path: Path) -> AsyncIterator[App]:
 async def say(a: App, text: str, user: int = SPAMMER) -> None:
     msg = a.emu.message(GROUP, user, text, push=False)
     await a.app.process_update(Update.de_json({"update_id": 1, "message": msg}, a.app.bot))
+    deletions = a.app.bot_data.services.deletions
+    if deletions is not None:
+        await deletions.wait_idle()  # the deletion it queued (bot/deletions.py)
 
 
 async def test_the_token_never_appears_in_debug_logs_or_exceptions(
