@@ -89,10 +89,10 @@ class ModelParams:
     # chat) and unseen templated ok shapes (mostly hard negatives by design: quoted scams,
     # legit ads with contacts, homographs; each shape weighs the same), each with its target.
     # The review target for shapes was set with the real dev set (whose README allows choosing
-    # thresholds on it): over generator seeds 0 and 1, 2.4% kept dev's benign rate at 0.8-1.0%;
-    # 2% left recall on the table (review 0.73-0.82) and 2.5-3% went over 1% on seed 0.
+    # thresholds on it): over generator seeds 0 and 1, 2.6% kept dev's benign rate at 1.0% (review
+    # 0.66 on both); 2% left recall on the table (review 0.76-0.79), 2.8-3% went over 1%.
     review_target_background: float = 0.01
-    review_target_shapes: float = 0.024
+    review_target_shapes: float = 0.026
     delete_target_background: float = 0.002
     delete_target_shapes: float = 0.01
     # Floors: on the real dev set, 1 - p(ok) >= 0.5 flagged about 1% of benign messages.
@@ -276,72 +276,34 @@ def choose_thresholds(
     background: Sequence[bool] | None = None,
     shapes: Sequence[str] | None = None,
 ) -> Thresholds:
-    """Per-category delete/review thresholds on 1 - p(ok) from held-out probabilities (see
-    ModelParams). `background`: which lines are background sentences; `shapes`: each line's shape.
+    """Delete/review thresholds on 1 - p(ok) from held-out probabilities (see ModelParams).
 
-    A benign line counts against the category it leans to (its most probable one), as `decide`
-    judges it, so the categories' benign rates add up to the overall rate the targets bound. From
-    the top of the grid down, a step that flags no more benign lines is always taken, otherwise
-    the category whose next step gains the most held-out recall is lowered (on a tie, the
-    highest), while the overall rates stay within the targets and no
-    threshold goes below its floor: a category benign text seldom leans to ends lower than one it
-    often does. (With one held-out fifth there were too few benign lines per category for this;
-    the folds score every line.)
+    One pair for all categories. Per-category pairs (each held-out benign line counted against the
+    category it leans to, thresholds lowered category by category for the most held-out recall)
+    were tried with the folds: they moved by up to 0.08 when one benign shape was added and did
+    no better on the real dev set than one pair, which stayed put across generator seeds.
+    `background`: which lines are background sentences; `shapes`: the shape of each line.
     """
     y = np.asarray(labels)
     ok = y == "ok"
     cat_idx = [list(classes).index(c) for c in categories]
-    pc = probs[:, cat_idx] if len(y) else np.zeros((0, len(categories)))
-    p_bad = pc.sum(axis=1)
-    lean = pc.argmax(axis=1) if len(y) else np.zeros(0, dtype=int)
-    bg = np.zeros(len(y), dtype=bool) if background is None else np.asarray(background, dtype=bool)
-    sh = np.full(len(y), "-", dtype=object) if shapes is None else np.asarray(shapes, dtype=object)
-    on_bg = ok & bg
-    templated = ok & ~bg
-    names, code = np.unique(sh[templated].astype(str), return_inverse=True)
-    sizes = np.bincount(code, minlength=len(names)).astype(float)
-    positives = [(y == c) for c in categories]
+    p_bad = probs[:, cat_idx].sum(axis=1)[ok]
+    bg = (np.zeros(len(y), dtype=bool) if background is None else np.asarray(background, dtype=bool))[ok]
+    sh = (np.full(len(y), "-") if shapes is None else np.asarray(shapes, dtype=object))[ok]
     grid = np.round(np.arange(0.30, 0.995, 0.01), 2)
+    rates = {float(t): benign_flag_rates(p_bad, bg, sh, float(t), params.shape_rate_cap) for t in grid}
 
-    def rates(t: np.ndarray) -> tuple[float, float]:
-        flagged = p_bad >= t[lean]
-        r_bg = float(flagged[on_bg].mean()) if on_bg.any() else 0.0
-        if not len(names):
-            return r_bg, 0.0
-        per = np.bincount(code, weights=flagged[templated], minlength=len(names)) / sizes
-        return r_bg, float(np.minimum(per, params.shape_rate_cap).mean())
+    def lowest(target_bg: float, target_shapes: float, floor: float) -> float:
+        for t, (r_bg, r_sh) in rates.items():
+            if t >= floor and r_bg <= target_bg and r_sh <= target_shapes:
+                return t
+        return 0.99
 
-    def recall(ci: int, t: float) -> float:
-        pos = positives[ci]
-        return float((pos & (lean == ci) & (p_bad >= t)).sum() / max(1, pos.sum()))
-
-    def lowest(target_bg: float, target_shapes: float, floor: float, start: np.ndarray) -> np.ndarray:
-        at = np.array([int(np.searchsorted(grid, x - 1e-9)) for x in start])  # grid index per category
-        while True:
-            now = sum(rates(grid[at].astype(float)))
-            moves = []
-            for ci in range(len(categories)):
-                j = at[ci] - 1
-                if j < 0 or grid[j] < floor - 1e-9:
-                    continue
-                trial = grid[at].astype(float)
-                trial[ci] = grid[j]
-                r_bg, r_sh = rates(trial)
-                if r_bg <= target_bg and r_sh <= target_shapes:
-                    free = r_bg + r_sh <= now
-                    gain = recall(ci, grid[j]) - recall(ci, grid[at[ci]])
-                    moves.append((free, gain, grid[at[ci]], -ci, ci))
-            if not moves:
-                return grid[at].astype(float)
-            at[max(moves)[4]] -= 1
-
-    top = np.full(len(categories), float(grid[-1]))
-    delete = lowest(params.delete_target_background, params.delete_target_shapes, params.delete_floor, top)
-    review = lowest(params.review_target_background, params.review_target_shapes, params.review_floor, delete)
-    return Thresholds(
-        delete={c: float(delete[i]) for i, c in enumerate(categories)},
-        review={c: float(review[i]) for i, c in enumerate(categories)},
+    delete = lowest(params.delete_target_background, params.delete_target_shapes, params.delete_floor)
+    review = min(
+        delete, lowest(params.review_target_background, params.review_target_shapes, params.review_floor)
     )
+    return Thresholds(delete={c: delete for c in categories}, review={c: review for c in categories})
 
 
 # --- fast path --------------------------------------------------------------------------------
