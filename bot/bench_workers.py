@@ -481,6 +481,9 @@ async def _drive(
     )
     end = max(emu.deleted_at(CHATS[0], m) or 0.0 for m in sentinels)
     cpu_after = CpuSnapshot.take(procs)
+    # A deletion batch records its outcomes (and queues them for the report) after its deletes:
+    # the batchers drain only once the sentinels' own outcomes, the last of each worker, are in.
+    await _wait_for_outcomes(db, CHATS[0], sentinels, timeout=60.0)
     stop_batching.set()
     await asyncio.gather(*batch_tasks)
 
@@ -508,6 +511,30 @@ async def _drive(
         await _check(run, db, spam=spam if not unsent else set(), claimed=claimed, batchers=batchers)
         run.verify_exit = await _verify(db_url, workdir=workers.workdir)
     return run
+
+
+async def _wait_for_outcomes(db: Any, chat_id: int, message_ids: list[int], *, timeout: float) -> None:
+    """Until every message's incident has been queued for the report (its outcome recorded)."""
+    from sqlalchemy import func, select
+
+    from storage.models import Incident, IncidentEvent
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        async with db.sessionmaker() as session:
+            done = await session.scalar(
+                select(func.count(func.distinct(Incident.message_id)))
+                .join(IncidentEvent, IncidentEvent.incident_id == Incident.id)
+                .where(
+                    Incident.chat_id == chat_id,
+                    Incident.message_id.in_(message_ids),
+                    IncidentEvent.kind == "report",
+                    IncidentEvent.value == "queued",
+                )
+            )
+        if int(done or 0) >= len(set(message_ids)):
+            return
+        await asyncio.sleep(0.05)
 
 
 async def _check(
