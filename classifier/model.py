@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -377,6 +378,7 @@ class FastScorer:
         # One row per column: idf, then the coefficients. Both are read for every feature of a
         # message, and one gather of adjacent numbers costs less than two (cache misses).
         self._rows = np.ascontiguousarray(np.column_stack([self.idf, self.coef]))
+        self._names: dict[int, str] = {}  # column -> name(column), filled as reasons need them
         self._words = WordTokenizer(words, params.engine)
         self._contacts = ContactTokenizer()
         self._char_range = tuple(params.char_ngrams)
@@ -430,15 +432,36 @@ class FastScorer:
         idx = keys_sorted.searchsorted(keys)
         return self._char_cols[idx[keys_sorted[idx] == keys]].tolist()
 
-    def _hits(self, text: str, contacts: Sequence[Any] | None) -> list[list[int]]:
-        """Per vectorizer, the columns of the n-grams of `text` found in its vocabulary."""
+    def _counted(
+        self, text: str, contacts: Sequence[Any] | None
+    ) -> tuple[dict[int | None, int], list[int], int]:
+        """The vocabulary columns of the n-grams of `text`, counted, in order of first appearance
+        (top features break ties by it); where each vectorizer's columns start; how many n-grams
+        were found. The vectorizers' column ranges are disjoint, so one dict counts them all."""
+        cnt: dict[int | None, int] = {}  # None: unknown n-grams, dropped after each vectorizer
+        bounds: list[int] = []
+        n_hits = 0
+        # Unknown n-grams are counted as None and dropped (Counter's C loop over the lookups,
+        # with no filtering pass and no list in between).
         get = self._word_get
         cut = self._words._cut or self._words._build()  # text is clean: WordTokenizer minus clean_text
         words = [t for t in cut(text) if not t.isspace()]
-        parts = [
-            [j for j in map(get, ngrams(words, *self._word_range)) if j is not None],
-            self._char_hits(text),
-        ]
+        if self._word_range == (1, 2):
+            _count_elements(cnt, map(get, words))
+            _count_elements(cnt, map(get, map(" ".join, itertools.pairwise(words))))
+            n = max(0, 2 * len(words) - 1)
+        else:
+            grams = ngrams(words, *self._word_range)
+            _count_elements(cnt, map(get, grams))
+            n = len(grams)
+        n_hits += n - cnt.pop(None, 0)
+        if cnt:
+            bounds.append(0)
+        chars = self._char_hits(text)
+        if chars:
+            bounds.append(len(cnt))
+            _count_elements(cnt, chars)
+            n_hits += len(chars)
         if self.maps["contact"]:
             if contacts is None:
                 tokens = self._contacts(text)
@@ -446,35 +469,27 @@ class FastScorer:
                 tokens = list(contact_features(contacts))
             else:
                 tokens = []
-            parts.append([j for j in map(self._contact_get, tokens) if j is not None])
-        return parts
+            if tokens:
+                start = len(cnt)
+                _count_elements(cnt, map(self._contact_get, tokens))
+                n_hits += len(tokens) - cnt.pop(None, 0)
+                if len(cnt) > start:
+                    bounds.append(start)
+        return cnt, bounds, n_hits
 
     def _score(self, text: str, contacts: Sequence[Any] | None) -> _Scored:
-        cols: list[int] = []
-        counts: list[int] = []
-        ends: list[int] = []
-        repeated = False
-        for hits in self._hits(text, contacts):
-            if hits:
-                # columns in order of first appearance: top_features breaks ties by it
-                cnt: dict[int, int] = {}
-                _count_elements(cnt, hits)  # Counter's C loop, without Counter's Python __init__
-                cols.extend(cnt)
-                counts.extend(cnt.values())
-                repeated = repeated or len(cnt) != len(hits)
-                ends.append(len(cols))
-        if not cols:
+        cnt, bounds, n_hits = self._counted(text, contacts)
+        n = len(cnt)
+        if not n:
             return self._empty_score()
-        c = np.array(cols, dtype=np.intp)
-        rows = self._rows[c]
+        c = np.fromiter(cnt, dtype=np.intp, count=n)
+        rows = self._rows.take(c, axis=0)
         v = rows[:, 0]  # idf: tf is 1 unless a column repeats
-        if repeated:
-            v *= np.log(np.array(counts, dtype=np.float64)) + 1.0  # sublinear tf; log(1) + 1 == 1
-        start = 0
-        for end in ends:  # each vectorizer's vector has unit length
+        if n_hits != n:
+            v *= np.log(np.fromiter(cnt.values(), dtype=np.float64, count=n)) + 1.0  # sublinear tf
+        for start, end in zip(bounds, [*bounds[1:], n], strict=True):  # each vectorizer: unit length
             seg = v[start:end]
             seg /= math.sqrt(seg @ seg)
-            start = end
         weights = rows[:, 1:]
         return _Scored(self._softmax((self.intercept + v @ weights).tolist()), c, v, weights)
 
@@ -518,11 +533,16 @@ class FastScorer:
             contrib = s.vals * s.weights[:, ci]
         # The largest first, ties in order of first appearance (a stable sort).
         order = np.argsort(-contrib, kind="stable")[:k]
-        return [
-            {"feature": self.name(col), "weight": round(x, 4)}
-            for col, x in zip(s.cols[order].tolist(), contrib[order].tolist(), strict=True)
-            if x > 0
-        ]
+        names = self._names
+        out = []
+        for col, x in zip(np.asarray(s.cols).take(order).tolist(), contrib.take(order).tolist(), strict=True):
+            if x <= 0:
+                break  # the rest are smaller
+            name = names.get(col)
+            if name is None:
+                name = names[col] = self.name(col)
+            out.append({"feature": name, "weight": round(x, 4)})
+        return out
 
 
 def fast_arrays(pipeline: Any) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:

@@ -71,8 +71,9 @@ def decide(
     against the thresholds of the most probable category: a message split 45/40 between drug
     and obscene is still plainly not ok.
     """
-    best = max(categories, key=lambda c: (scores.get(c, 0.0), c))
-    p = sum(scores.get(c, 0.0) for c in categories)
+    probs = [scores.get(c, 0.0) for c in categories]
+    best = max(zip(probs, categories, strict=True))[1]  # a tie on probability: the greater name
+    p = sum(probs)
     if p >= thresholds.delete[best]:
         return best, "delete"
     if p >= thresholds.review[best]:

@@ -380,6 +380,37 @@ def test_classify_equals_reference_on_project_corpus(shipped: m.Classifier) -> N
         assert v.reasons["features"] == expected, text
 
 
+def test_counted_columns_and_values_equal_reference(shipped: m.Classifier) -> None:
+    """One dict counts every vectorizer's n-grams (unknown ones counted as None and dropped):
+    same columns in the same order, same values, as the plain way; with and without contacts
+    passed in."""
+    from classifier.contacts import extract_contacts
+
+    sc = shipped.scorer
+    cfg = GeneratorConfig(seed=19, per_category=100, ok_templated=200, background=200)
+    texts = [shipped.normalizer.normalize_text(e.text) for e in generate(load_seeds(), cfg)]
+    texts += ["", " ", "a", "冰冰冰 冰冰", "加微信 abc12345 qq 12345678 t.me/abcde", "\U0010ffff冰毒"]
+    for text in texts:
+        ref_cols, ref_vals = _reference_features(sc, text)
+        for contacts in (None, extract_contacts(text)):
+            cols, vals = sc.features(text, contacts)
+            assert cols.tolist() == ref_cols, text
+            np.testing.assert_allclose(vals, ref_vals, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected"),
+    [
+        ({"drug": 0.5, "fraud": 0.3, "ok": 0.2}, ("drug", "delete")),  # 0.8 of solicitation
+        ({"drug": 0.35, "fraud": 0.35, "ok": 0.3}, ("fraud", "review")),  # tie: the greater name
+        ({"fraud": 0.2, "ok": 0.8}, ("ok", "pass")),  # a category missing from scores counts 0
+    ],
+)
+def test_decide(scores: dict[str, float], expected: tuple[str, str]) -> None:
+    th = m.Thresholds(delete={"drug": 0.75, "fraud": 0.75}, review={"drug": 0.6, "fraud": 0.6})
+    assert m.decide(scores, ("drug", "fraud"), th) == expected
+
+
 def test_integer_char_keys_match_string_ngrams(shipped: m.Classifier) -> None:
     """The searchsorted lookup of character n-grams finds what slicing and the dict find."""
     sc = shipped.scorer
