@@ -280,16 +280,23 @@ _PG_ATTEMPTS = 1000  # each failed attempt means another writer appended; give u
 
 
 class _PgState:
-    """Per engine: bind processors and the last chain head seen per chat (a hint, always rechecked)."""
+    """Per engine: bind processors, the last chain head seen per chat (a hint, always rechecked) and the
+    chat and message of recent incidents (immutable once recorded), so appends need not look them up."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.plan = _Plan(dialect)
         self.heads: dict[int, tuple[int, str]] = {}
+        self.incidents: dict[int, tuple[int, int]] = {}
 
     def remember(self, chat_id: int, seq: int, digest: str) -> None:
         if len(self.heads) > 100_000:  # a hint cache: bounded, refilled on demand
             self.heads.clear()
         self.heads[chat_id] = (seq, digest)
+
+    def remember_incident(self, incident_id: int, chat_id: int, message_id: int) -> None:
+        if len(self.incidents) > 100_000:
+            self.incidents.clear()
+        self.incidents[incident_id] = (chat_id, message_id)
 
 
 _pg_states: weakref.WeakKeyDictionary[Any, _PgState] = weakref.WeakKeyDictionary()
@@ -317,8 +324,10 @@ async def record_postgres(engine: AsyncEngine, values: dict[str, Any]) -> tuple[
                 )
                 if new_id is not None:
                     state.remember(chat_id, values["seq"], values["record_hash"])
+                    state.remember_incident(new_id, chat_id, values["message_id"])
                     return new_id, True
                 if existing is not None:
+                    state.remember_incident(existing, chat_id, values["message_id"])
                     return existing, False
                 head = None  # another writer moved the head: read it again
                 state.heads.pop(chat_id, None)
@@ -553,10 +562,11 @@ _PG_STATE_UPSERT = (
 )
 
 
-async def append_postgres(
+async def _append_postgres_tx(
     engine: AsyncEngine, incident_id: int, events: list[EventSpec], strike: tuple[int, float] | None
 ) -> int:
-    """Events (and the strike) of one incident in one asyncpg transaction under the chat's advisory lock."""
+    """The general path: one asyncpg transaction of several statements under the chat's advisory lock
+    (used when the chat's chain has no head yet, which a recorded incident always gives it)."""
     plan = _event_plan(engine)
     pg_state = _pg_states.get(engine.sync_engine)
     if pg_state is None:
@@ -627,3 +637,158 @@ async def append_postgres(
             if type(exc).__name__ in ("ConnectionDoesNotExistError", "InterfaceError"):
                 fairy.invalidate(exc)
             raise
+
+
+# The common case as one statement, one round trip, in an implicit transaction (the reply comes after
+# the durable commit), like `record_postgres`: take the chat's advisory lock, move the chain head from
+# the (old seq, old hash) this engine last saw, and only if it moved insert the events, upsert the
+# incident's state and add the strike. If another writer moved the head first, nothing is written: the
+# head is read again and the statement retried. A statement that moves the head also saw every earlier
+# append to the chat (their commits moved the head it started from), so its strike count is current.
+# The state upsert sets only the columns these events change: the rest stay as committed.
+
+_STATE_TOUCHED = {
+    "action": ("action_taken", "action_detail"),
+    "review": ("review_result", "reviewed_by"),
+    "report": ("report_status",),
+    "legal_hold": ("legal_hold",),
+}
+
+
+def _pg_cast(table: Any, name: str) -> str:
+    from sqlalchemy.dialects import postgresql
+
+    col_type = table.c[name].type
+    return str(getattr(col_type, "impl", col_type).compile(dialect=postgresql.dialect()))
+
+
+_EV_CASTS = [_pg_cast(_EV_TABLE, n) for n in _EV_COLUMNS]
+_STATE_CASTS = [_pg_cast(IncidentState.__table__, n) for n in _STATE_COLUMNS]
+_one_statements: dict[tuple[int, tuple[str, ...], bool], str] = {}
+
+
+def _touched(events: list[EventSpec]) -> tuple[str, ...]:
+    """The incident_state columns these events set (in table order), updated_at always."""
+    names = {"updated_at"}
+    for kind, _, _, _, batch_id in events:
+        names.update(_STATE_TOUCHED.get(kind, ()))
+        if kind == "report" and batch_id is not None:
+            names.add("report_batch_id")
+    return tuple(n for n in _STATE_COLUMNS if n in names)
+
+
+def _one_statement(n_events: int, touched: tuple[str, ...], strike: bool) -> str:
+    """The statement for this shape; parameters: see `_one_params`."""
+    key = (n_events, touched, strike)
+    sql = _one_statements.get(key)
+    if sql is not None:
+        return sql
+    # $1 incident, $2 chat, $3/$4 old seq/hash, $5/$6/$7 new seq/hash/time, then the event rows, the
+    # state row, and (with a strike) user, created_at and the window's start.
+    n = 7
+    rows = []
+    for _ in range(n_events):
+        rows.append("(" + ", ".join(f"${n + i + 1}::{c}" for i, c in enumerate(_EV_CASTS)) + ")")
+        n += len(_EV_CASTS)
+    state = ", ".join(f"${n + i + 1}::{c}" for i, c in enumerate(_STATE_CASTS))
+    n += len(_STATE_CASTS)
+    sql = (
+        "WITH lk AS (SELECT pg_advisory_xact_lock($2::bigint) AS locked), "
+        "inc AS (SELECT 1 AS found FROM incidents WHERE id = $1::bigint), "
+        "h AS (UPDATE chain_heads SET last_seq = $5::bigint, last_hash = $6::varchar, "
+        "updated_at = $7::timestamptz FROM lk WHERE chat_id = $2::bigint AND last_seq = $3::bigint "
+        "AND last_hash = $4::varchar AND EXISTS (SELECT 1 FROM inc) RETURNING 1 AS moved), "
+        f"ev AS (INSERT INTO incident_events ({', '.join(_EV_COLUMNS)}) SELECT v.* FROM "
+        f"(VALUES {', '.join(rows)}) AS v ({', '.join(_EV_COLUMNS)}), h RETURNING 1), "
+        f"st AS (INSERT INTO incident_state ({', '.join(_STATE_COLUMNS)}) SELECT {state} FROM h "
+        "ON CONFLICT (incident_id) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in touched)
+        + " RETURNING 1)"
+    )
+    if strike:
+        u, at, since = f"${n + 1}::bigint", f"${n + 2}::timestamptz", f"${n + 3}::timestamptz"
+        sql += (
+            ", sk AS (INSERT INTO strikes (chat_id, user_id, incident_id, created_at) "
+            f"SELECT $2::bigint, {u}, $1::bigint, {at} FROM h WHERE NOT EXISTS "
+            "(SELECT 1 FROM strikes WHERE incident_id = $1::bigint) "
+            "ON CONFLICT (incident_id) DO NOTHING RETURNING 1) "
+            "SELECT (SELECT count(*) FROM h), (SELECT count(*) FROM inc), "
+            f"(SELECT count(*) FROM strikes WHERE chat_id = $2::bigint AND user_id = {u} "
+            f"AND created_at >= {since}) + (SELECT count(*) FROM sk)"
+        )
+    else:
+        sql += " SELECT (SELECT count(*) FROM h), (SELECT count(*) FROM inc), 0"
+    _one_statements[key] = sql
+    return sql
+
+
+async def append_postgres(
+    engine: AsyncEngine, incident_id: int, events: list[EventSpec], strike: tuple[int, float] | None
+) -> int:
+    """Events (and the strike) of one incident under the chat's advisory lock, in one round trip when
+    this engine knows the incident and its chat's head (it recorded them, or read them once)."""
+    if not events:
+        return await _append_postgres_tx(engine, incident_id, events, strike)
+    plan = _event_plan(engine)
+    pg_state = _pg_states.get(engine.sync_engine)
+    if pg_state is None:
+        pg_state = _pg_states[engine.sync_engine] = _PgState(engine.dialect)
+    async with engine.connect() as sa_conn:
+        fairy = await sa_conn.get_raw_connection()
+        conn = fairy.driver_connection
+        assert conn is not None
+        try:
+            where = pg_state.incidents.get(incident_id)
+            if where is None:
+                found = await conn.fetchrow(
+                    "SELECT chat_id, message_id FROM incidents WHERE id = $1", incident_id
+                )
+                if found is None:
+                    raise MissingIncident(f"no incident {incident_id}")
+                where = (found[0], found[1])
+                pg_state.remember_incident(incident_id, *where)
+            chat_id, message_id = where
+            touched = _touched(events)
+            sql = _one_statement(len(events), touched, strike is not None)
+            head = pg_state.heads.get(chat_id)
+            for _ in range(_PG_ATTEMPTS):
+                if head is None:
+                    row = await conn.fetchrow(_PG_HEAD, chat_id)
+                    if row is None:
+                        break  # no chain head yet: the general path creates it
+                    head = (row[0], row[1])
+                last_seq, prev = head
+                rows, state = chain_events(incident_id, chat_id, message_id, last_seq, prev, events, None)
+                last = rows[-1]
+                params: list[Any] = [incident_id, chat_id, last_seq, prev]
+                params += [last["seq"], last["record_hash"], last["recorded_at"]]
+                for r in rows:
+                    params += plan.event_params(r)
+                params += plan.state_params(state)
+                if strike is not None:
+                    now = datetime.now(UTC)
+                    params += [strike[0], now, now - timedelta(seconds=strike[1])]
+                moved, exists, strikes = await conn.fetchrow(sql, *params)
+                if moved:
+                    pg_state.remember(chat_id, last["seq"], last["record_hash"])
+                    return int(strikes or 0)
+                if not exists:
+                    pg_state.incidents.pop(incident_id, None)
+                    raise MissingIncident(f"no incident {incident_id}")
+                head = None  # another writer moved the head: read it again
+                pg_state.heads.pop(chat_id, None)
+            else:
+                raise RuntimeError(
+                    f"chat {chat_id}: could not append to the chain after {_PG_ATTEMPTS} attempts"
+                )
+        except (OSError, ConnectionError) as exc:
+            fairy.invalidate(exc)
+            raise
+        except Exception as exc:
+            if type(exc).__name__ in ("ConnectionDoesNotExistError", "InterfaceError"):
+                fairy.invalidate(exc)
+            if type(exc).__name__ == "ForeignKeyViolationError":  # purged while this waited for the lock
+                pg_state.incidents.pop(incident_id, None)
+                raise MissingIncident(f"no incident {incident_id}") from exc
+            raise
+    return await _append_postgres_tx(engine, incident_id, events, strike)
