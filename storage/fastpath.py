@@ -250,6 +250,12 @@ _P_SEQ = _INSERT_COLUMNS.index("seq") + 1
 _P_HASH = _INSERT_COLUMNS.index("record_hash") + 1
 _P_TIME = _INSERT_COLUMNS.index("recorded_at") + 1
 _P_OLD_SEQ, _P_OLD_HASH = _n + 1, _n + 2
+# The chain head as of the statement's start, returned when the head was not where the writer thought:
+# the retry starts from it instead of reading it in a round trip of its own.
+_PG_HEAD_NOW = (
+    "(SELECT last_seq FROM chain_heads WHERE chat_id = {chat}), "
+    "(SELECT last_hash FROM chain_heads WHERE chat_id = {chat})"
+)
 _PG_COMMON = (
     f"WITH lk AS (SELECT pg_advisory_xact_lock(${_P_CHAT}::bigint) AS locked), "
     f"old AS (SELECT id FROM incidents WHERE chat_id = ${_P_CHAT}::bigint "
@@ -257,7 +263,7 @@ _PG_COMMON = (
 )
 _PG_TAIL = (
     f"ins AS (INSERT INTO incidents ({', '.join(_INSERT_COLUMNS)}) SELECT {_PG_VALUES} FROM h RETURNING id) "
-    "SELECT (SELECT id FROM ins), (SELECT id FROM old)"
+    "SELECT (SELECT id FROM ins), (SELECT id FROM old), " + _PG_HEAD_NOW.format(chat=f"${_P_CHAT}::bigint")
 )
 # the chat's chain already has a head: move it from (old seq, old hash)
 _PG_APPEND = (
@@ -277,6 +283,14 @@ _PG_FIRST = (
 )
 _PG_HEAD = "SELECT last_seq, last_hash FROM chain_heads WHERE chat_id = $1"
 _PG_ATTEMPTS = 1000  # each failed attempt means another writer appended; give up only if something is wrong
+
+
+def _moved_head(tried: tuple[int, str], seq: int | None, digest: str | None) -> tuple[int, str] | None:
+    """Where to retry from after a statement found the head moved: the head it saw, unless that is the
+    one it tried (its snapshot predates the commit it waited for) or none (read it again)."""
+    if seq is None or digest is None or (seq, digest) == tried:
+        return None
+    return (seq, digest)
 
 
 class _PgState:
@@ -319,7 +333,7 @@ async def record_postgres(engine: AsyncEngine, values: dict[str, Any]) -> tuple[
                     head = (row[0], row[1]) if row is not None else (0, GENESIS)
                 last_seq, prev = head
                 _complete(values, last_seq, prev)
-                new_id, existing = await conn.fetchrow(
+                new_id, existing, now_seq, now_hash = await conn.fetchrow(
                     _PG_FIRST if last_seq == 0 else _PG_APPEND, *state.plan.params(values), last_seq, prev
                 )
                 if new_id is not None:
@@ -329,7 +343,7 @@ async def record_postgres(engine: AsyncEngine, values: dict[str, Any]) -> tuple[
                 if existing is not None:
                     state.remember_incident(existing, chat_id, values["message_id"])
                     return existing, False
-                head = None  # another writer moved the head: read it again
+                head = _moved_head(head, now_seq, now_hash)  # another writer moved it
                 state.heads.pop(chat_id, None)
             raise RuntimeError(f"chat {chat_id}: could not append to the chain after {_PG_ATTEMPTS} attempts")
         except (OSError, ConnectionError) as exc:
@@ -714,10 +728,13 @@ def _one_statement(n_events: int, touched: tuple[str, ...], strike: bool) -> str
             "ON CONFLICT (incident_id) DO NOTHING RETURNING 1) "
             "SELECT (SELECT count(*) FROM h), (SELECT count(*) FROM inc), "
             f"(SELECT count(*) FROM strikes WHERE chat_id = $2::bigint AND user_id = {u} "
-            f"AND created_at >= {since}) + (SELECT count(*) FROM sk)"
+            f"AND created_at >= {since}) + (SELECT count(*) FROM sk), "
+            + _PG_HEAD_NOW.format(chat="$2::bigint")
         )
     else:
-        sql += " SELECT (SELECT count(*) FROM h), (SELECT count(*) FROM inc), 0"
+        sql += " SELECT (SELECT count(*) FROM h), (SELECT count(*) FROM inc), 0, " + _PG_HEAD_NOW.format(
+            chat="$2::bigint"
+        )
     _one_statements[key] = sql
     return sql
 
@@ -768,14 +785,14 @@ async def append_postgres(
                 if strike is not None:
                     now = datetime.now(UTC)
                     params += [strike[0], now, now - timedelta(seconds=strike[1])]
-                moved, exists, strikes = await conn.fetchrow(sql, *params)
+                moved, exists, strikes, now_seq, now_hash = await conn.fetchrow(sql, *params)
                 if moved:
                     pg_state.remember(chat_id, last["seq"], last["record_hash"])
                     return int(strikes or 0)
                 if not exists:
                     pg_state.incidents.pop(incident_id, None)
                     raise MissingIncident(f"no incident {incident_id}")
-                head = None  # another writer moved the head: read it again
+                head = _moved_head(head, now_seq, now_hash)  # another writer moved it
                 pg_state.heads.pop(chat_id, None)
             else:
                 raise RuntimeError(

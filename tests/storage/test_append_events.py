@@ -182,3 +182,25 @@ async def test_append_events_to_a_purged_incident_is_refused(postgres_url: str) 
             )
     finally:
         await db.close()
+
+
+async def test_a_stale_chain_head_costs_one_retry_not_a_read(postgres_url: str) -> None:
+    # The statement that finds the head moved returns the head it saw: the retry starts from there.
+    one = await storage.open_database(postgres_url)
+    two = await storage.open_database(postgres_url)
+    try:
+        a, _ = await storage.record_incident(sessionmaker=one.sessionmaker, incident=new_incident(1))
+        await storage.record_incident(sessionmaker=two.sessionmaker, incident=new_incident(2))
+        queries = _log_queries(one)
+        await storage.append_events(
+            sessionmaker=one.sessionmaker, incident_id=a.id, events=[("action", "deleted", "model", None)]
+        )
+        assert len(queries) == 2, queries  # the attempt from the stale head, then the retry
+        await storage.record_incident(sessionmaker=two.sessionmaker, incident=new_incident(3))
+        queries.clear()
+        await storage.record_incident(sessionmaker=one.sessionmaker, incident=new_incident(4))
+        assert len(queries) == 2, queries
+        assert (await storage.verify_database(one.engine)).ok
+    finally:
+        await one.close()
+        await two.close()
