@@ -5,10 +5,14 @@ and classify alone costs about as much as all of PTB's work for an update. The g
 (bot/journal.py) hands every fetched batch to `prefetch_updates` before PTB parses it; PTB's updater keeps
 fetching while the handlers run, so under load the worker is judging batch N+1 while the loop handles N.
 
-The handler never waits for the worker: `verdict()` takes the worker's result if it has arrived and
-otherwise classifies in-process at once (and tells the worker to skip past that message). So a slow,
-dead or missing worker costs speed, never a message, and at low rates (nothing queued) the in-process
-path is also the fastest. The worker's verdict is judged with the model's own thresholds; per-chat
+`verdict()` takes the worker's result if it has arrived. If not, and the worker is about to reach it
+(at most `WAIT_AHEAD` messages before it), the handler awaits it for up to `WAIT_LIMIT` seconds, which
+costs the bot no CPU (the worker answers at once instead of filling its chunk); otherwise, or when the
+wait runs out, it classifies in-process (and tells the worker to skip past that message). Judging here
+whenever the worker was a little behind kept the two in lockstep: a quarter of the verdicts were
+computed twice. So a slow, dead or missing worker costs speed, never a message.
+
+The worker's verdict is judged with the model's own thresholds; per-chat
 thresholds are applied here from its scores, and when they change the label the message is classified
 again in-process, so a verdict always equals `model.classify(text, thresholds)`.
 
@@ -43,6 +47,8 @@ GROUP_TYPES = ("group", "supergroup")
 CHUNK = 16  # verdicts per reply: the first of a batch arrives after 16 classifications, not 100
 MAX_PENDING = 20_000  # prefetched verdicts never asked for (admins' messages, chats that are off…)
 RESTART_PAUSE = 30.0  # seconds between forks after a worker died
+WAIT_AHEAD = 64  # messages before ours the worker may still have to judge for the handler to wait
+WAIT_LIMIT = 0.05  # seconds the handler waits for a verdict in flight (a stalled worker: judged here)
 WARM_TEXT = "预热：出冰 加V bing8888 QQ 2837465910 https://t.me/x"  # segmenter, normalizer, contacts
 
 Key = tuple[int, int, int | None]  # chat id, message id, edit date (unix seconds) for edits
@@ -119,6 +125,8 @@ class ClassifyWorker:
         self._pending: dict[Key, _Pending] = {}
         self._by_seq: dict[int, _Pending] = {}
         self._seq = 0
+        self._answered = 0  # the highest seq the worker has answered (it judges in seq order)
+        self._arrival: asyncio.Future[None] | None = None  # resolved when replies arrive or it dies
         self._reading = False
         self._last_fork = -RESTART_PAUSE
         self._launching: asyncio.Task[bool] | None = None
@@ -183,6 +191,7 @@ class ClassifyWorker:
             return False
         child.close()  # the worker's end: ours must go, or its death would never read as EOF
         self._conn, self._process = parent, process
+        self._answered = self._seq  # it is sent only what comes after
         self.stats.forks += 1
         self._watch()
         log.info("classifier worker %s started (model %s)", process.pid, getattr(self.model, "version", "?"))
@@ -225,6 +234,12 @@ class ClassifyWorker:
     def _forget_all(self) -> None:
         self._pending.clear()
         self._by_seq.clear()
+        self._wake()
+
+    def _wake(self) -> None:
+        arrival, self._arrival = self._arrival, None
+        if arrival is not None and not arrival.done():
+            arrival.set_result(None)
 
     def _ensure(self, model: Any) -> bool:
         """A live worker judging with `model`. If there is none, one is launched (on the first batch,
@@ -285,6 +300,8 @@ class ClassifyWorker:
                     pending = self._by_seq.pop(seq, None)
                     if pending is not None:
                         pending.fields = fields
+                    self._answered = seq
+                self._wake()
         except (EOFError, OSError):
             self._died()
 
@@ -294,22 +311,25 @@ class ClassifyWorker:
         if pending is not None:
             self._by_seq.pop(pending.seq, None)
 
-    def verdict(
+    async def verdict(
         self, key: Key, text: str, model: Any, thresholds: Mapping[str, float] | None
     ) -> tuple[Verdict, Source]:
-        """`model.classify(text, thresholds)`: the worker's result when it is here, else computed now;
-        and where it came from."""
+        """`model.classify(text, thresholds)`: the worker's result when it is here or about to be, else
+        computed now; and where it came from."""
         pending = self._pending.pop(key, None)
         source: Source = "in_process"
         if pending is not None and pending.text == text and model is self.model and self._conn is not None:
             if pending.fields is None:
                 self._read()
             if pending.fields is None:
+                await self._await_answer(pending)
+            fields = pending.fields
+            if fields is None:
                 self._by_seq.pop(pending.seq, None)
-                # Faster to judge it here than to wait; the worker skips what it has not started.
+                # Not close, or stalled: judged here; the worker skips what it has not started.
                 self._send(("skip", pending.seq))
             else:
-                verdict = self._with_thresholds(Verdict(*pending.fields), model, thresholds)
+                verdict = self._with_thresholds(Verdict(*fields), model, thresholds)
                 if verdict is not None:
                     self.stats.from_worker += 1
                     return verdict, "worker"
@@ -319,6 +339,25 @@ class ClassifyWorker:
         else:
             self.stats.in_process += 1
         return model.classify(text, thresholds=thresholds), source
+
+    async def _await_answer(self, pending: _Pending) -> bool:
+        """Wait, without using the CPU, for a verdict the worker is close to; False when it is not close,
+        or it did not come within `WAIT_LIMIT` (the worker is stalled or gone)."""
+        if not self._reading or pending.seq - self._answered > WAIT_AHEAD:
+            return False
+        if not self._send(("want", pending.seq)):  # answer as soon as this one is judged
+            return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT_LIMIT
+        while self._answered < pending.seq and self._conn is not None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            if self._arrival is None:
+                self._arrival = loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._arrival), remaining)
+        return pending.fields is not None
 
     @staticmethod
     def _with_thresholds(
@@ -347,6 +386,7 @@ def _worker_main(model: Any, conn: Connection, parent_end: Connection) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     work: queue.SimpleQueue[list[tuple[int, str]] | None] = queue.SimpleQueue()
     skip_upto = [0]  # the bot judged everything up to here itself
+    want = [0]  # the bot is waiting for this one: sent as soon as it is judged, not with its chunk
 
     def receive() -> None:
         # Drains the pipe at once, so the bot's sends never block on a busy worker.
@@ -357,6 +397,8 @@ def _worker_main(model: Any, conn: Connection, parent_end: Connection) -> None:
                     work.put(message[1])
                 elif message[0] == "skip":
                     skip_upto[0] = max(skip_upto[0], message[1])
+                elif message[0] == "want":
+                    want[0] = max(want[0], message[1])
                 else:
                     break
         except (EOFError, OSError):
@@ -365,6 +407,7 @@ def _worker_main(model: Any, conn: Connection, parent_end: Connection) -> None:
 
     threading.Thread(target=receive, name="receive", daemon=True).start()
     fields = [f.name for f in dataclasses.fields(Verdict)]
+    sent_upto = 0
     while (batch := work.get()) is not None:
         out: list[tuple[int, tuple[Any, ...] | None]] = []
         for seq, text in batch:
@@ -375,9 +418,11 @@ def _worker_main(model: Any, conn: Connection, parent_end: Connection) -> None:
                 out.append((seq, tuple(getattr(verdict, f) for f in fields)))
             except Exception:  # the bot classifies it again in-process and sees the error there
                 out.append((seq, None))
-            if len(out) >= CHUNK:
+            if len(out) >= CHUNK or seq >= want[0] > sent_upto:
                 conn.send(out)
                 out = []
+                sent_upto = seq
         if out:
             conn.send(out)
+            sent_upto = out[-1][0]
     os._exit(0)

@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -68,6 +69,10 @@ class UpdateJournal:
 
     def add(self, updates: list[dict[str, Any]]) -> set[int]:
         """Journal fetched updates durably; returns the ids that were not in the journal before."""
+        return self.add_encoded([(int(u["update_id"]), json.dumps(u, ensure_ascii=False)) for u in updates])
+
+    def add_encoded(self, updates: list[tuple[int, str]]) -> set[int]:
+        """`add` for updates already in JSON, as (update id, JSON text)."""
         with self._lock:
             db = self._db()
             db.execute("PRAGMA synchronous=FULL")  # fsync at commit: on disk before PTB confirms them
@@ -75,11 +80,10 @@ class UpdateJournal:
             new: set[int] = set()
             db.execute("BEGIN IMMEDIATE")
             try:
-                for update in updates:
-                    uid = int(update["update_id"])
+                for uid, raw in updates:
                     cur = db.execute(
                         "INSERT OR IGNORE INTO updates (update_id, raw, fetched_at) VALUES (?, ?, ?)",
-                        (uid, json.dumps(update, ensure_ascii=False), now),
+                        (uid, raw, now),
                     )
                     if cur.rowcount:
                         new.add(uid)
@@ -146,6 +150,46 @@ class UpdateJournal:
                 self._flush_done()
                 self._conn.close()
                 self._conn = None
+
+
+_DECODER = json.JSONDecoder()
+_RESULT_START = re.compile(r'\s*\{\s*"ok"\s*:\s*true\s*,\s*"result"\s*:\s*\[\s*')
+_SEPARATOR = re.compile(r"\s*(,|\])\s*")
+_END = re.compile(r"\s*\}\s*")
+
+
+def split_updates(body: bytes) -> tuple[dict[str, Any], list[str]] | None:
+    """A getUpdates body parsed, with each update's own JSON text (a slice of the body, so the journal
+    stores the bytes Telegram sent instead of encoding every update again); None for any other shape."""
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        return None
+    match = _RESULT_START.match(text)
+    if match is None:
+        return None
+    pos = match.end()
+    updates: list[Any] = []
+    raws: list[str] = []
+    try:
+        if text.startswith("]", pos):
+            pos += 1
+        else:
+            while True:
+                update, end = _DECODER.raw_decode(text, pos)
+                updates.append(update)
+                raws.append(text[pos:end])
+                sep = _SEPARATOR.match(text, end)
+                if sep is None:
+                    return None
+                pos = sep.end()
+                if sep.group(1) == "]":
+                    break
+    except json.JSONDecodeError:
+        return None
+    if _END.fullmatch(text, pos) is None or not all(isinstance(u, dict) for u in updates):
+        return None
+    return {"ok": True, "result": updates}, raws
 
 
 class DelegatingRequest(BaseRequest):
@@ -224,12 +268,21 @@ class JournalingRequest(DelegatingRequest):
         )
         if code != 200 or not url.endswith("/getUpdates"):
             return code, body
-        payload = json.loads(body)
+        split = split_updates(body)
+        if split is None:  # not the shape Telegram sends: parsed and encoded again
+            payload = json.loads(body)
+            raws = None
+        else:
+            payload, raws = split
         updates = payload.get("result") or []
         if not updates:
             return code, body
         if self.journal is not None:
-            new = await asyncio.to_thread(self.journal.add, updates)
+            if raws is None:
+                new = await asyncio.to_thread(self.journal.add, updates)
+            else:
+                entries = [(int(u["update_id"]), raw) for u, raw in zip(updates, raws, strict=True)]
+                new = await asyncio.to_thread(self.journal.add_encoded, entries)
             if len(new) != len(updates):
                 # Seen before (resent after a restart): keep only the id, so PTB advances the offset past it.
                 updates = [u if u["update_id"] in new else {"update_id": u["update_id"]} for u in updates]

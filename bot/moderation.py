@@ -288,12 +288,12 @@ async def moderate(record: MessageRecord, services: Services, *, update_id: int 
     if skip is not None:
         return Outcome("skipped", reason=skip)
 
-    # The classifier worker (bot/classify_worker.py) has usually judged it already; if not, it is
-    # classified here on the event loop: well under a millisecond, less than waiting for it would cost.
+    # The classifier worker (bot/classify_worker.py) has usually judged it already, or is about to (then
+    # its answer is awaited briefly); if not, it is classified here on the event loop.
     started = time.perf_counter()
     worker = services.classify_worker
     if worker is not None:
-        verdict, source = worker.verdict(
+        verdict, source = await worker.verdict(
             record.key, record.judged_text, services.classifier, chat.thresholds or None
         )
     else:

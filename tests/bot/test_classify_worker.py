@@ -17,7 +17,7 @@ from telegram import Update
 
 from bot import admin
 from bot.app import ALLOWED_UPDATES, build_application
-from bot.classify_worker import ClassifyWorker, raw_judged
+from bot.classify_worker import WAIT_LIMIT, ClassifyWorker, raw_judged
 from bot.config import Settings
 from bot.emulator import Emulator
 from bot.moderation import MessageRecord, Outcome, message_record
@@ -108,7 +108,7 @@ async def test_worker_verdicts_equal_in_process_classify() -> None:
         for i, record in enumerate(records):
             assert isinstance(record, MessageRecord)
             thresholds = [None, {"drug": 0.5}, lenient][i % 3]
-            verdict, source = worker.verdict(record.key, record.judged_text, model, thresholds)
+            verdict, source = await worker.verdict(record.key, record.judged_text, model, thresholds)
             assert verdict == model.classify(record.judged_text, thresholds=thresholds), record.judged_text
             expected = model.classify(record.judged_text)
             flips = thresholds is not None and verdict.label != expected.label
@@ -116,11 +116,48 @@ async def test_worker_verdicts_equal_in_process_classify() -> None:
         assert worker.stats.rejudged > 0, "lenient thresholds flag some clean messages"
         assert worker.stats.in_process == 0
         # Not prefetched, or a different text under the same key: judged here.
-        verdict, source = worker.verdict((GROUP, 999_999, None), SPAM[0], model, None)
+        verdict, source = await worker.verdict((GROUP, 999_999, None), SPAM[0], model, None)
         assert (verdict, source) == (model.classify(SPAM[0]), "in_process")
     finally:
         worker.close()
     assert worker.pid is None
+
+
+async def test_a_verdict_in_flight_is_awaited_and_a_stalled_worker_is_not() -> None:
+    """Asked before the worker answered, the handler waits for it instead of judging the message twice;
+    a stalled worker costs at most WAIT_LIMIT, then the message is judged in-process."""
+    model = shared_model()
+    model.classify(SPAM[0])  # warm, as launch() does: the fork shares the built segmenter
+    emu = _group_emulator()
+    for text in SPAM[:2]:
+        emu.message(GROUP, MEMBER, text)
+    updates = list(emu.pending_updates)
+    records = [message_record(Update.de_json(raw, None)) for raw in updates]
+    worker = ClassifyWorker(model)
+    assert worker.start()
+    pid = worker.pid
+    assert pid is not None
+    try:
+        assert worker.prefetch_updates(updates[:1], model) == 1
+        first = records[0]
+        assert first is not None
+        verdict, source = await worker.verdict(first.key, first.judged_text, model, None)
+        assert (verdict, source) == (model.classify(first.judged_text), "worker")
+        assert worker.stats.in_process == 0
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            assert worker.prefetch_updates(updates[1:], model) == 1
+            second = records[1]
+            assert second is not None
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            verdict, source = await worker.verdict(second.key, second.judged_text, model, None)
+            assert (verdict, source) == (model.classify(second.judged_text), "in_process")
+            assert WAIT_LIMIT <= loop.time() - started < WAIT_LIMIT + 1
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        worker.close()
 
 
 async def test_killed_worker_costs_no_verdict_and_is_forked_again() -> None:
@@ -140,7 +177,7 @@ async def test_killed_worker_costs_no_verdict_and_is_forked_again() -> None:
         for raw in updates:
             record = message_record(Update.de_json(raw, None))
             assert record is not None
-            verdict, source = worker.verdict(record.key, record.judged_text, model, None)
+            verdict, source = await worker.verdict(record.key, record.judged_text, model, None)
             assert (verdict, source) == (model.classify(record.judged_text), "in_process")
         assert worker.stats.deaths == 1 and not worker.alive()
         worker._last_fork -= 3600  # the pause between forks has passed

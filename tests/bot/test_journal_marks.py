@@ -3,10 +3,11 @@ mark that never reached the disk only replays its update."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
-from bot.journal import UpdateJournal
+from bot.journal import UpdateJournal, split_updates
 
 
 def _done_on_disk(path: Path) -> set[int]:
@@ -44,3 +45,37 @@ def test_a_mark_lost_in_a_crash_only_replays_its_update(tmp_path: Path) -> None:
     assert [u["update_id"] for u in after_crash.unfinished()] == [8]
     after_crash.close()
     journal._conn.close()  # type: ignore[union-attr]
+
+
+def test_fetched_updates_are_journaled_as_telegram_sent_them(tmp_path: Path) -> None:
+    """Each update's own slice of the getUpdates body goes to the journal, not a re-encoding of it."""
+    body = (
+        '{"ok":true,"result":[{"update_id":7,"message":{"text":"\\u51fa\\u51b0 ]},"}},\n'
+        ' {"update_id":8,"edited_message":{"text":"加V"}}]}'
+    ).encode()
+    split = split_updates(body)
+    assert split is not None
+    payload, raws = split
+    assert payload == json.loads(body)
+    assert raws == [
+        '{"update_id":7,"message":{"text":"\\u51fa\\u51b0 ]},"}}',
+        '{"update_id":8,"edited_message":{"text":"加V"}}',
+    ]
+    journal = UpdateJournal(tmp_path / "journal.sqlite3")
+    assert journal.add_encoded([(7, raws[0]), (8, raws[1])]) == {7, 8}
+    assert journal.add_encoded([(8, raws[1])]) == set(), "a resent update is not new"
+    assert journal.unfinished() == payload["result"]
+    journal.close()
+
+
+def test_other_bodies_are_not_split() -> None:
+    """Anything but a successful result list is parsed the ordinary way (None here)."""
+    assert split_updates(b'{"ok":true,"result":[]}') == ({"ok": True, "result": []}, [])
+    for body in (
+        b'{"ok":false,"error_code":409,"description":"Conflict"}',
+        b'{"ok":true,"result":[1,2]}',
+        b'{"ok":true,"result":[{"update_id":1}],"extra":1}',
+        b'{"ok":true,"result":[{"update_id":1}',
+        b"\xff",
+    ):
+        assert split_updates(body) is None, body
