@@ -316,10 +316,16 @@ class _PgState:
 _pg_states: weakref.WeakKeyDictionary[Any, _PgState] = weakref.WeakKeyDictionary()
 
 
-async def record_postgres(engine: AsyncEngine, values: dict[str, Any]) -> tuple[int, bool]:
+def _pg_state(engine: AsyncEngine) -> _PgState:
+    """This engine's cached statements, chain heads and known incidents (made on first use)."""
     state = _pg_states.get(engine.sync_engine)
     if state is None:
         state = _pg_states[engine.sync_engine] = _PgState(engine.dialect)
+    return state
+
+
+async def record_postgres(engine: AsyncEngine, values: dict[str, Any]) -> tuple[int, bool]:
+    state = _pg_state(engine)
     chat_id = values["chat_id"]
     async with engine.connect() as sa_conn:
         fairy = await sa_conn.get_raw_connection()
@@ -582,9 +588,7 @@ async def _append_postgres_tx(
     """The general path: one asyncpg transaction of several statements under the chat's advisory lock
     (used when the chat's chain has no head yet, which a recorded incident always gives it)."""
     plan = _event_plan(engine)
-    pg_state = _pg_states.get(engine.sync_engine)
-    if pg_state is None:
-        pg_state = _pg_states[engine.sync_engine] = _PgState(engine.dialect)
+    pg_state = _pg_state(engine)
     async with engine.connect() as sa_conn:
         fairy = await sa_conn.get_raw_connection()
         conn = fairy.driver_connection
@@ -747,9 +751,7 @@ async def append_postgres(
     if not events:
         return await _append_postgres_tx(engine, incident_id, events, strike)
     plan = _event_plan(engine)
-    pg_state = _pg_states.get(engine.sync_engine)
-    if pg_state is None:
-        pg_state = _pg_states[engine.sync_engine] = _PgState(engine.dialect)
+    pg_state = _pg_state(engine)
     async with engine.connect() as sa_conn:
         fairy = await sa_conn.get_raw_connection()
         conn = fairy.driver_connection
