@@ -17,7 +17,7 @@ import contextlib
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -324,34 +324,15 @@ def _pg_state(engine: AsyncEngine) -> _PgState:
     return state
 
 
-async def record_postgres(engine: AsyncEngine, values: dict[str, Any]) -> tuple[int, bool]:
-    state = _pg_state(engine)
-    chat_id = values["chat_id"]
+@contextlib.asynccontextmanager
+async def _asyncpg_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """A pooled connection's asyncpg connection; one found broken is dropped from the pool."""
     async with engine.connect() as sa_conn:
         fairy = await sa_conn.get_raw_connection()
         conn = fairy.driver_connection
         assert conn is not None
         try:
-            head = state.heads.get(chat_id)
-            for _ in range(_PG_ATTEMPTS):
-                if head is None:
-                    row = await conn.fetchrow(_PG_HEAD, chat_id)
-                    head = (row[0], row[1]) if row is not None else (0, GENESIS)
-                last_seq, prev = head
-                _complete(values, last_seq, prev)
-                new_id, existing, now_seq, now_hash = await conn.fetchrow(
-                    _PG_FIRST if last_seq == 0 else _PG_APPEND, *state.plan.params(values), last_seq, prev
-                )
-                if new_id is not None:
-                    state.remember(chat_id, values["seq"], values["record_hash"])
-                    state.remember_incident(new_id, chat_id, values["message_id"])
-                    return new_id, True
-                if existing is not None:
-                    state.remember_incident(existing, chat_id, values["message_id"])
-                    return existing, False
-                head = _moved_head(head, now_seq, now_hash)  # another writer moved it
-                state.heads.pop(chat_id, None)
-            raise RuntimeError(f"chat {chat_id}: could not append to the chain after {_PG_ATTEMPTS} attempts")
+            yield conn
         except (OSError, ConnectionError) as exc:
             fairy.invalidate(exc)
             raise
@@ -359,6 +340,32 @@ async def record_postgres(engine: AsyncEngine, values: dict[str, Any]) -> tuple[
             if type(exc).__name__ in ("ConnectionDoesNotExistError", "InterfaceError"):
                 fairy.invalidate(exc)
             raise
+
+
+async def record_postgres(engine: AsyncEngine, values: dict[str, Any]) -> tuple[int, bool]:
+    state = _pg_state(engine)
+    chat_id = values["chat_id"]
+    async with _asyncpg_connection(engine) as conn:
+        head = state.heads.get(chat_id)
+        for _ in range(_PG_ATTEMPTS):
+            if head is None:
+                row = await conn.fetchrow(_PG_HEAD, chat_id)
+                head = (row[0], row[1]) if row is not None else (0, GENESIS)
+            last_seq, prev = head
+            _complete(values, last_seq, prev)
+            new_id, existing, now_seq, now_hash = await conn.fetchrow(
+                _PG_FIRST if last_seq == 0 else _PG_APPEND, *state.plan.params(values), last_seq, prev
+            )
+            if new_id is not None:
+                state.remember(chat_id, values["seq"], values["record_hash"])
+                state.remember_incident(new_id, chat_id, values["message_id"])
+                return new_id, True
+            if existing is not None:
+                state.remember_incident(existing, chat_id, values["message_id"])
+                return existing, False
+            head = _moved_head(head, now_seq, now_hash)  # another writer moved it
+            state.heads.pop(chat_id, None)
+        raise RuntimeError(f"chat {chat_id}: could not append to the chain after {_PG_ATTEMPTS} attempts")
 
 
 # ---- events: the outcome of an incident (and its strike) in one transaction ----
@@ -589,72 +596,61 @@ async def _append_postgres_tx(
     (used when the chat's chain has no head yet, which a recorded incident always gives it)."""
     plan = _event_plan(engine)
     pg_state = _pg_state(engine)
-    async with engine.connect() as sa_conn:
-        fairy = await sa_conn.get_raw_connection()
-        conn = fairy.driver_connection
-        assert conn is not None
-        try:
-            async with conn.transaction():
-                found = await conn.fetchrow(
-                    "SELECT chat_id, message_id, pg_advisory_xact_lock(chat_id) IS NULL FROM incidents "
-                    "WHERE id = $1",
-                    incident_id,
-                )
-                if found is None:
-                    raise MissingIncident(f"no incident {incident_id}")
-                chat_id, message_id = found[0], found[1]
-                # read under the lock: the head cannot move until this transaction ends
-                head = await conn.fetchrow(
-                    "SELECT last_seq, last_hash FROM chain_heads WHERE chat_id = $1", chat_id
-                )
-                last_seq, prev = (head[0], head[1]) if head is not None else (0, GENESIS)
-                srow = await conn.fetchrow(
-                    f"SELECT {', '.join(_STATE_COLUMNS)} FROM incident_state WHERE incident_id = $1",
-                    incident_id,
-                )
-                state = dict(srow) if srow is not None else None
-                rows, state = chain_events(incident_id, chat_id, message_id, last_seq, prev, events, state)
-                if rows:
-                    await conn.executemany(_PG_EV_INSERT, [plan.event_params(r) for r in rows])
-                await conn.execute(_PG_STATE_UPSERT, *plan.state_params(state))
-                if rows:
-                    last = rows[-1]
-                    await conn.execute(
-                        "INSERT INTO chain_heads (chat_id, last_seq, last_hash, updated_at) "
-                        "VALUES ($1, $2, $3, $4) ON CONFLICT (chat_id) DO UPDATE SET "
-                        "last_seq = excluded.last_seq, "
-                        "last_hash = excluded.last_hash, updated_at = excluded.updated_at",
-                        chat_id,
-                        last["seq"],
-                        last["record_hash"],
-                        last["recorded_at"],
-                    )
-                strikes = 0
-                if strike is not None:
-                    user_id, window = strike
-                    now = datetime.now(UTC)
-                    strikes = await conn.fetchval(
-                        "WITH ins AS (INSERT INTO strikes (chat_id, user_id, incident_id, created_at) "
-                        "SELECT $1, $2, $3, $4 WHERE NOT EXISTS "
-                        "(SELECT 1 FROM strikes WHERE incident_id = $3) RETURNING created_at) "
-                        "SELECT (SELECT count(*) FROM strikes WHERE chat_id = $1 AND user_id = $2 "
-                        "AND created_at >= $5) + (SELECT count(*) FROM ins)",
-                        chat_id,
-                        user_id,
-                        incident_id,
-                        now,
-                        now - timedelta(seconds=window),
-                    )
+    async with _asyncpg_connection(engine) as conn:
+        async with conn.transaction():
+            found = await conn.fetchrow(
+                "SELECT chat_id, message_id, pg_advisory_xact_lock(chat_id) IS NULL FROM incidents "
+                "WHERE id = $1",
+                incident_id,
+            )
+            if found is None:
+                raise MissingIncident(f"no incident {incident_id}")
+            chat_id, message_id = found[0], found[1]
+            # read under the lock: the head cannot move until this transaction ends
+            head = await conn.fetchrow(
+                "SELECT last_seq, last_hash FROM chain_heads WHERE chat_id = $1", chat_id
+            )
+            last_seq, prev = (head[0], head[1]) if head is not None else (0, GENESIS)
+            srow = await conn.fetchrow(
+                f"SELECT {', '.join(_STATE_COLUMNS)} FROM incident_state WHERE incident_id = $1",
+                incident_id,
+            )
+            state = dict(srow) if srow is not None else None
+            rows, state = chain_events(incident_id, chat_id, message_id, last_seq, prev, events, state)
             if rows:
-                pg_state.remember(chat_id, rows[-1]["seq"], rows[-1]["record_hash"])
-            return int(strikes or 0)
-        except (OSError, ConnectionError) as exc:
-            fairy.invalidate(exc)
-            raise
-        except Exception as exc:
-            if type(exc).__name__ in ("ConnectionDoesNotExistError", "InterfaceError"):
-                fairy.invalidate(exc)
-            raise
+                await conn.executemany(_PG_EV_INSERT, [plan.event_params(r) for r in rows])
+            await conn.execute(_PG_STATE_UPSERT, *plan.state_params(state))
+            if rows:
+                last = rows[-1]
+                await conn.execute(
+                    "INSERT INTO chain_heads (chat_id, last_seq, last_hash, updated_at) "
+                    "VALUES ($1, $2, $3, $4) ON CONFLICT (chat_id) DO UPDATE SET "
+                    "last_seq = excluded.last_seq, "
+                    "last_hash = excluded.last_hash, updated_at = excluded.updated_at",
+                    chat_id,
+                    last["seq"],
+                    last["record_hash"],
+                    last["recorded_at"],
+                )
+            strikes = 0
+            if strike is not None:
+                user_id, window = strike
+                now = datetime.now(UTC)
+                strikes = await conn.fetchval(
+                    "WITH ins AS (INSERT INTO strikes (chat_id, user_id, incident_id, created_at) "
+                    "SELECT $1, $2, $3, $4 WHERE NOT EXISTS "
+                    "(SELECT 1 FROM strikes WHERE incident_id = $3) RETURNING created_at) "
+                    "SELECT (SELECT count(*) FROM strikes WHERE chat_id = $1 AND user_id = $2 "
+                    "AND created_at >= $5) + (SELECT count(*) FROM ins)",
+                    chat_id,
+                    user_id,
+                    incident_id,
+                    now,
+                    now - timedelta(seconds=window),
+                )
+        if rows:
+            pg_state.remember(chat_id, rows[-1]["seq"], rows[-1]["record_hash"])
+        return int(strikes or 0)
 
 
 # The common case as one statement, one round trip, in an implicit transaction (the reply comes after
@@ -752,10 +748,7 @@ async def append_postgres(
         return await _append_postgres_tx(engine, incident_id, events, strike)
     plan = _event_plan(engine)
     pg_state = _pg_state(engine)
-    async with engine.connect() as sa_conn:
-        fairy = await sa_conn.get_raw_connection()
-        conn = fairy.driver_connection
-        assert conn is not None
+    async with _asyncpg_connection(engine) as conn:
         try:
             where = pg_state.incidents.get(incident_id)
             if where is None:
@@ -800,12 +793,7 @@ async def append_postgres(
                 raise RuntimeError(
                     f"chat {chat_id}: could not append to the chain after {_PG_ATTEMPTS} attempts"
                 )
-        except (OSError, ConnectionError) as exc:
-            fairy.invalidate(exc)
-            raise
         except Exception as exc:
-            if type(exc).__name__ in ("ConnectionDoesNotExistError", "InterfaceError"):
-                fairy.invalidate(exc)
             if type(exc).__name__ == "ForeignKeyViolationError":  # purged while this waited for the lock
                 pg_state.incidents.pop(incident_id, None)
                 raise MissingIncident(f"no incident {incident_id}") from exc
