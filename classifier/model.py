@@ -222,16 +222,6 @@ def shape_folds(examples: Sequence[Example], folds: int, seed: int) -> list[int]
     return out
 
 
-def split_heldout(
-    examples: Sequence[Example], share: float, seed: int
-) -> tuple[list[Example], list[Example]]:
-    """(train, held-out): the first of round(1/share) leave-shapes-out folds (`shape_folds`)."""
-    folds = shape_folds(examples, max(2, round(1 / share)), seed)
-    train = [ex for ex, f in zip(examples, folds, strict=True) if f != 0]
-    held = [ex for ex, f in zip(examples, folds, strict=True) if f == 0]
-    return train, held
-
-
 def benign_flag_rates(
     p_bad: np.ndarray, background: np.ndarray, shapes: np.ndarray, t: float, cap: float = 1.0
 ) -> tuple[float, float]:
