@@ -199,7 +199,10 @@ _writers: weakref.WeakKeyDictionary[Any, SqliteWriter] = weakref.WeakKeyDictiona
 
 
 def sqlite_writer(engine: AsyncEngine) -> SqliteWriter | None:
-    """The writer thread of a file-backed SQLite engine (None for in-memory databases)."""
+    """The writer thread of a file-backed SQLite engine (None for in-memory databases and for any
+    other database: a PostgreSQL URL's database name is no file to open)."""
+    if engine.dialect.name != "sqlite":
+        return None
     writer = _writers.get(engine.sync_engine)
     if writer is None:
         database = make_url(str(engine.url)).database

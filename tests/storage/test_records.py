@@ -265,3 +265,19 @@ async def test_a_short_lock_timeout_gives_up_on_a_locked_sqlite_file(sqlite_url:
         assert (await storage.verify_database(db.engine)).ok
     finally:
         await db.close()
+
+
+async def test_no_sqlite_writer_for_another_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PostgreSQL URL's database name is not a SQLite file: spool replay on PostgreSQL once asked for
+    a SQLite writer and created an empty file named after the database in the working directory."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from storage import fastpath
+
+    monkeypatch.chdir(tmp_path)
+    engine = create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:9/qinglang_nowhere")
+    try:
+        assert fastpath.sqlite_writer(engine) is None
+    finally:
+        await engine.dispose()
+    assert not (tmp_path / "qinglang_nowhere").exists()
