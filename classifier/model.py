@@ -90,10 +90,12 @@ class ModelParams:
     # chat) and unseen templated ok shapes (mostly hard negatives by design: quoted scams,
     # legit ads with contacts, homographs; each shape weighs the same), each with its target.
     # The review target for shapes was set with the real dev set (whose README allows choosing
-    # thresholds on it): over generator seeds 0 and 1, 2.6% kept dev's benign rate at 1.0% (review
-    # 0.66 on both); 2% left recall on the table (review 0.76-0.79), 2.8-3% went over 1%.
+    # thresholds on it). With the round-6 seeds (terse "term + bare cue" offers against friends
+    # swapping contacts and legit terse offers), 2.9% gave review 0.70 and dev's benign rate 0.7% on
+    # generator seed 0 (3.1% reached 1.0%); on seed 1 it gave 0.62 and 1.2% (one message more: seed
+    # 1 is at 1.2% from 2.6% up). 2.6% gave 0.74 on seed 0 and left recall behind.
     review_target_background: float = 0.01
-    review_target_shapes: float = 0.026
+    review_target_shapes: float = 0.029
     delete_target_background: float = 0.002
     delete_target_shapes: float = 0.01
     # Floors: on the real dev set, 1 - p(ok) >= 0.5 flagged about 1% of benign messages.

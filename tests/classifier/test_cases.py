@@ -51,6 +51,14 @@ CASES = [
     ("六合彩三肖稳中，跟我下注，进群飞机 @lhc_king", "flag:gambling", "lottery tips + group"),
     ("新开棋牌平台，返水1.5%，日提百万秒到账", "flag:gambling", "card platform rebate promo"),
     ("粽合苔上线，首存送彩金，刘氺一倍即可提", "flag:gambling", "homophones for 综合台 / 流水"),
+    # --- terse offers with a bare contact cue, no id (the id sits in the profile) ---
+    ("出冰 加V", "flag:drug", "the mission's own example: slang offer + bare cue"),
+    ("刷单日结 加V", "flag:fraud", "brushing-task offer + bare cue"),
+    ("跑分 加V", "flag:fraud", "payment-laundering offer + bare cue"),
+    ("同城上门 加V", "flag:obscene", "outcall offer + bare cue"),
+    ("百家乐 加V", "flag:gambling", "casino game + bare cue"),
+    ("加个微信吧，周末一起爬山", "pass", "friends swapping contacts: a bare cue is no offer"),
+    ("疯狂星期四，谁V我50", "pass", "the KFC Thursday joke"),
     # --- chat-register offers without contact details (round 4 shapes) ---
     ("出穿了三天的黑丝，原味的，可以指定款式", "flag:obscene", "used clothing sold as fetish items"),
     ("寻主，本人m，22岁，杭州，可以线下", "flag:obscene", "master/slave recruiting"),
