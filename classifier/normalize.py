@@ -19,7 +19,8 @@ stripped last. That loop is what makes normalization idempotent.
 Every step is a regex substitution whose callback is shared by the fast path (`normalize_text`,
 plain `re.sub`) and the offset-keeping path (`normalize`), so the two cannot drift apart. When
 every character maps to exactly one and no step changes anything (most messages), the offset
-map is the identity and the offset-keeping path is skipped.
+map is the identity and the offset-keeping path is skipped; otherwise it replays only the steps
+the fast path saw match.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ _HAN_ID_AFTER = re.compile(r" ?[:@]| ?[a-z0-9]")
 
 Replacer = Callable[[re.Match[str]], str]
 Step = tuple[re.Pattern[str], Replacer]
+# Per round of steps 2-5, the steps (indices into tidy + make) that found a match.
+Plan = tuple[tuple[int, ...], ...]
 _MAX_ROUNDS = 6  # every round only removes or canonicalizes, so two or three suffice in practice
 
 
@@ -72,19 +75,20 @@ class Normalized:
 class LazyNormalized:
     """A normalized text whose offset map (a `Normalized`) is built on first use."""
 
-    __slots__ = ("_changed", "_full", "_normalizer", "original", "text")
+    __slots__ = ("_changed", "_full", "_normalizer", "_plan", "original", "text")
 
-    def __init__(self, normalizer: Normalizer, original: str, text: str, changed: bool) -> None:
+    def __init__(self, normalizer: Normalizer, original: str, text: str, changed: bool, plan: Plan) -> None:
         self._normalizer = normalizer
         self.original = original
         self.text = text
         self._changed = changed
+        self._plan = plan
         self._full: Normalized | None = None
 
     def full(self) -> Normalized:
         """The complete result, offsets included (what `Normalizer.normalize` returns)."""
         if self._full is None:
-            self._full = self._normalizer._offsets(self.original, self.text, self._changed)
+            self._full = self._normalizer._offsets(self.original, self.text, self._changed, self._plan)
         return self._full
 
     def to_original(self, start: int, end: int) -> tuple[int, int]:
@@ -263,6 +267,9 @@ class Normalizer:
             lexicon, int(pin["min_letters"]), int(pin["min_initials"]), frozenset(pin["english"])
         )
         self._tidy, self._make = self._steps()
+        self._steps_all = (*self._tidy, *self._make)
+        # every step, every round: what the offset-keeping path replays without a plan
+        self._every_step: Plan = (tuple(range(len(self._steps_all))),) * _MAX_ROUNDS
 
     # --- building ----------------------------------------------------------------------------
 
@@ -380,49 +387,66 @@ class Normalizer:
         """Normalized text with the offset map back to `text`; never raises on a str."""
         if not isinstance(text, str):
             text = str(text)
-        s, changed = self._plain(text)
-        return self._offsets(text, s, changed)
+        s, changed, plan = self._plain(text)
+        return self._offsets(text, s, changed, plan)
 
     def normalize_lazy(self, text: str) -> LazyNormalized:
         """`normalize(text)` with the offset map built on first use: for callers that seldom
         need positions (the classifier, when a message has no term or contact to point at)."""
         if not isinstance(text, str):
             text = str(text)
-        s, changed = self._plain(text)
-        return LazyNormalized(self, text, s, changed)
+        s, changed, plan = self._plain(text)
+        return LazyNormalized(self, text, s, changed, plan)
 
-    def _plain(self, text: str) -> tuple[str, bool]:
-        """(normalized text, whether any step after the per-character map changed it)."""
+    def _plain(self, text: str) -> tuple[str, bool, Plan]:
+        """(normalized text, whether any step after the per-character map changed it, and per
+        round the steps that found a match: all the offset-keeping path has to replay)."""
         tidy, make = self._tidy, self._make
+        n_tidy = len(tidy)
+        # When tidying changed nothing, the face step leading `make` would look at the very
+        # text the same step in `tidy` just found no face in.
+        skip = 1 if make[:1] == tidy[:1] else 0
         s = text.translate(self._cmap)
         changed = False
+        plan: list[tuple[int, ...]] = []
         for _ in range(_MAX_ROUNDS):
-            for pattern, fn in tidy:
-                t = pattern.sub(fn, s)
-                if t != s:
-                    changed, s = True, t
+            hits: list[int] = []
+            before = s
+            for i, (pattern, fn) in enumerate(tidy):
+                t, k = pattern.subn(fn, s)
+                if k:
+                    hits.append(i)
+                    if t != s:
+                        changed, s = True, t
             made = s
-            for pattern, fn in make:
-                made = pattern.sub(fn, made)
+            for i in range(skip if s is before else 0, len(make)):
+                pattern, fn = make[i]
+                made, k = pattern.subn(fn, made)
+                if k:
+                    hits.append(n_tidy + i)
+            plan.append(tuple(hits))
             if made == s:
                 break
             # New tokens change their neighbours' context (separators now between Han, a cue
             # now next to an id): tidy again and repeat until nothing changes.
             changed, s = True, made
         out = s.strip(" ")  # the ends, as _strip_re does
-        return out, changed or len(out) != len(s)
+        return out, changed or len(out) != len(s), tuple(plan)
 
-    def _offsets(self, text: str, s: str, changed: bool) -> Normalized:
-        """The Normalized result for `text`, whose normalized text `_plain` found to be `s`."""
+    def _offsets(self, text: str, s: str, changed: bool, plan: Plan) -> Normalized:
+        """The Normalized result for `text`, whose normalized text `_plain` found to be `s`
+        following `plan`."""
         if not changed and not text.translate(self._cmap.irregular):
             # every character mapped to exactly one and no step changed anything: the usual case
             n = len(s)
             return Normalized(original=text, text=s, offsets=tuple(range(n)), ends=tuple(range(1, n + 1)))
-        return self._tracked(text)
+        return self._tracked(text, plan)
 
-    def _tracked(self, text: str) -> Normalized:
-        """The offset-keeping path: every step carries the offset maps along."""
-        tidy, make = self._tidy, self._make
+    def _tracked(self, text: str, plan: Plan | None = None) -> Normalized:
+        """The offset-keeping path: every step carries the offset maps along. With `_plain`'s
+        plan only the steps that found a match run (one that finds none changes nothing);
+        without it, every step of every round, as `_plain` runs them."""
+        steps, n_tidy = self._steps_all, len(self._tidy)
         cmap = self._cmap
         s = text.translate(cmap)
         if len(s) == len(text) and not text.translate(cmap.irregular):
@@ -441,12 +465,16 @@ class Normalizer:
                         if ends[j] != i:
                             break
                         ends[j] = i + 1
-        for _ in range(_MAX_ROUNDS):
-            for pattern, fn in tidy:
-                s, offs, ends = _sub_tracked(pattern, fn, s, offs, ends)
+        for hits in self._every_step if plan is None else plan:
+            for i in hits:
+                if i < n_tidy:
+                    pattern, fn = steps[i]
+                    s, offs, ends = _sub_tracked(pattern, fn, s, offs, ends)
             made = (s, offs, ends)
-            for pattern, fn in make:
-                made = _sub_tracked(pattern, fn, *made)
+            for i in hits:
+                if i >= n_tidy:
+                    pattern, fn = steps[i]
+                    made = _sub_tracked(pattern, fn, *made)
             if made[0] == s:
                 break
             s, offs, ends = made

@@ -399,6 +399,8 @@ def test_counted_columns_and_values_equal_reference(shipped: m.Classifier) -> No
     cfg = GeneratorConfig(seed=19, per_category=100, ok_templated=200, background=200)
     texts = [shipped.normalizer.normalize_text(e.text) for e in generate(load_seeds(), cfg)]
     texts += ["", " ", "a", "冰冰冰 冰冰", "加微信 abc12345 qq 12345678 t.me/abcde", "\U0010ffff冰毒"]
+    # counts of 256 and more, and past the sublinear-tf table (the fallbacks)
+    texts += ["冰" * 300, "冰毒 " * 5000]
     for text in texts:
         ref_cols, ref_vals = _reference_features(sc, text)
         for contacts in (None, extract_contacts(text)):
