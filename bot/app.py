@@ -28,7 +28,7 @@ from telegram.ext import (
     MessageHandler,
     filters,
 )
-from telegram.request import BaseRequest, HTTPXRequest
+from telegram.request import BaseRequest
 
 import storage
 from bot import commands, jobs
@@ -39,6 +39,7 @@ from bot.config import Settings
 from bot.context import CONTEXT_TYPES, Context, QinglangApp, Services
 from bot.deletions import Deletions
 from bot.evidence import Evidence, default_spool_dir
+from bot.http_client import AiohttpRequest
 from bot.journal import JournalingRequest, UpdateJournal, replay_unfinished
 from bot.logs import add_secret
 from bot.metrics import Metrics, check_health
@@ -415,7 +416,7 @@ def build_application(
 ) -> QinglangApp:
     """The bot, ready for `run_polling()` (or initialize/start/updater.start_polling in tests).
 
-    `request`/`get_updates_request` replace PTB's HTTP clients (tests route them to the emulator);
+    `request`/`get_updates_request` replace the HTTP clients (aiohttp; tests route them to the emulator);
     `classifier` skips loading the model (tests and benchmarks share one already loaded);
     `observers` are called with (record, outcome) after each group message;
     `defer_services`: post_init returns at once and the model and database come up while polling
@@ -428,11 +429,14 @@ def build_application(
     journal = (
         UpdateJournal(spool_dir(settings) / "updates-journal.sqlite3") if settings.journal_updates else None
     )
+    # The Bot API over aiohttp (bot/http_client.py): a third of httpx's CPU per call.
+    request = request or AiohttpRequest(connection_pool_size=256)
+    get_updates_request = get_updates_request or AiohttpRequest(connection_pool_size=1)
     fetcher: JournalingRequest | None = None
     if journal is not None or settings.classify_worker:
         # Journal each fetched batch before PTB can confirm it to Telegram (bot/journal.py), and hand it
         # to the classifier worker.
-        fetcher = JournalingRequest(get_updates_request or HTTPXRequest(connection_pool_size=1), journal)
+        fetcher = JournalingRequest(get_updates_request, journal)
         get_updates_request = fetcher
     gate = ServicesGate()
     builder = (
@@ -447,10 +451,7 @@ def build_application(
     )
     if settings.base_url:
         builder = builder.base_url(settings.base_url)
-    if request is not None:
-        builder = builder.request(request)
-    if get_updates_request is not None:
-        builder = builder.get_updates_request(get_updates_request)
+    builder = builder.request(request).get_updates_request(get_updates_request)
     application: QinglangApp = builder.build()  # type: ignore[assignment]
     gate.finished = update_finished(application)
 
