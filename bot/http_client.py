@@ -6,13 +6,15 @@ getUpdates, deleteMessages and notice paid that on the event loop.
 
 Behaviour follows `HTTPXRequest`: the same default timeouts, a form-encoded body (multipart when a file
 is sent), `TimedOut` for a timeout and `NetworkError` naming the aiohttp error otherwise, proxies from
-the environment (HTTPS_PROXY…), PTB's User-Agent. aiohttp has no write timeout of its own: a request's
-body is sent within its read timeout's budget as a whole (`total`) when one is set.
+the environment (HTTPS_PROXY, NO_PROXY…: read once per host), PTB's User-Agent. aiohttp has no write
+timeout of its own: a request's body is sent within the call's whole budget (`total`) when one is set.
 """
 
 from __future__ import annotations
 
+import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from telegram.error import NetworkError, TimedOut
@@ -44,6 +46,7 @@ class AiohttpRequest(BaseRequest):
         self._pool_timeout = pool_timeout
         self._media_write_timeout = media_write_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str], str | None] = {}  # (scheme, host) -> proxy URL or None
 
     @property
     def read_timeout(self) -> float | None:
@@ -55,13 +58,28 @@ class AiohttpRequest(BaseRequest):
                 connector=aiohttp.TCPConnector(limit=self._pool_size),
                 cookie_jar=aiohttp.DummyCookieJar(),  # the Bot API sets no cookies
                 headers={"User-Agent": self.USER_AGENT},
-                trust_env=True,  # HTTPS_PROXY and friends, as httpx reads them
+                # Not aiohttp's trust_env: it looks proxies and .netrc up in a thread on every call.
+                trust_env=False,
             )
+            self._proxies.clear()
 
     async def shutdown(self) -> None:
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
+
+    def _proxy(self, url: str) -> str | None:
+        """The proxy for this URL from the environment (HTTPS_PROXY, NO_PROXY…), as httpx reads it;
+        looked up once per host."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname or "")
+        if key not in self._proxies:
+            env = urllib.request.getproxies_environment()
+            proxy = env.get(parts.scheme) or env.get("all")
+            if proxy and urllib.request.proxy_bypass(key[1]):
+                proxy = None
+            self._proxies[key] = proxy or None
+        return self._proxies[key]
 
     def _timeout(self, read: Any, write: Any, connect: Any, pool: Any, media: bool) -> aiohttp.ClientTimeout:
         # PTB passes a DefaultValue placeholder (BaseRequest.DEFAULT_NONE) for "not given": our defaults.
@@ -105,7 +123,8 @@ class AiohttpRequest(BaseRequest):
             data = form
         timeout = self._timeout(read_timeout, write_timeout, connect_timeout, pool_timeout, bool(files))
         try:
-            async with session.request(method, url, data=data, timeout=timeout) as response:
+            proxy = self._proxy(url)
+            async with session.request(method, url, data=data, timeout=timeout, proxy=proxy) as response:
                 return response.status, await response.read()
         except TimeoutError as err:  # aiohttp's timeouts are TimeoutErrors
             raise TimedOut from err

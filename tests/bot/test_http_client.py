@@ -69,6 +69,16 @@ async def test_no_server_is_a_network_error() -> None:
         await request.do_request(f"http://127.0.0.1:{port}/botx/getMe", "POST")
 
 
+def test_proxies_come_from_the_environment_once_per_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("no_proxy", "localhost,127.0.0.1")
+    request = AiohttpRequest()
+    assert request._proxy("https://api.telegram.org/botT/getMe") == "http://proxy.example:3128"
+    assert request._proxy("http://127.0.0.1:8081/botT/getMe") is None, "NO_PROXY"
+    monkeypatch.delenv("https_proxy")
+    assert request._proxy("https://api.telegram.org/botT/sendMessage") is not None, "read once per host"
+
+
 def test_the_bot_talks_to_telegram_through_aiohttp(tmp_path: Path) -> None:
     settings = Settings(
         telegram_token="123:abc",  # type: ignore[arg-type]
