@@ -82,30 +82,28 @@ class UpdateJournal:
             now = time.time()
             db.execute("BEGIN IMMEDIATE")
             try:
-                before = db.total_changes
-                db.executemany(
-                    "INSERT OR IGNORE INTO updates (update_id, raw, fetched_at) VALUES (?, ?, ?)",
-                    [(uid, raw, now) for uid, raw in updates],
-                )
-                if db.total_changes - before == len(updates):
-                    new = {uid for uid, _ in updates}
-                else:  # some were journaled before (resent after a restart): which ones is asked
-                    new = self._inserted_at(db, [uid for uid, _ in updates], now)
+                new: set[int] = set()
+                if updates:
+                    ids = [uid for uid, _ in updates]
+                    # Journaled before (resent after a restart): one range read tells which.
+                    known = {
+                        uid
+                        for (uid,) in db.execute(
+                            "SELECT update_id FROM updates WHERE update_id BETWEEN ? AND ?",
+                            (min(ids), max(ids)),
+                        )
+                    }
+                    fresh = [(uid, raw, now) for uid, raw in updates if uid not in known]
+                    db.executemany(
+                        "INSERT OR IGNORE INTO updates (update_id, raw, fetched_at) VALUES (?, ?, ?)", fresh
+                    )
+                    new = {uid for uid, _, _ in fresh}
                 self._write_done(db)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             return new
-
-    @staticmethod
-    def _inserted_at(db: sqlite3.Connection, update_ids: list[int], fetched_at: float) -> set[int]:
-        new: set[int] = set()
-        for uid in update_ids:
-            row = db.execute("SELECT fetched_at FROM updates WHERE update_id = ?", (uid,)).fetchone()
-            if row is not None and row[0] == fetched_at:
-                new.add(uid)
-        return new
 
     def mark_done(self, update_ids: Iterable[int], *, flush: bool = True) -> int:
         """Handlers have finished with these updates. With flush=False the marks wait for `flush_done`
