@@ -26,10 +26,9 @@ from telegram.ext import (
     CallbackQueryHandler,
     JobQueue,
     MessageHandler,
-    TypeHandler,
     filters,
 )
-from telegram.request import BaseRequest, HTTPXRequest
+from telegram.request import BaseRequest
 
 import storage
 from bot import commands, jobs
@@ -40,7 +39,8 @@ from bot.config import Settings
 from bot.context import CONTEXT_TYPES, Context, QinglangApp, Services
 from bot.deletions import Deletions
 from bot.evidence import Evidence, default_spool_dir
-from bot.journal import DONE_BATCH, JournalingRequest, UpdateJournal, replay_unfinished
+from bot.http_client import AiohttpRequest
+from bot.journal import JournalingRequest, UpdateJournal, replay_unfinished
 from bot.logs import add_secret
 from bot.metrics import Metrics, check_health
 from bot.moderation import (
@@ -62,10 +62,10 @@ log = logging.getLogger(__name__)
 
 # Handler groups run in this order; within a group the first matching handler wins, and every group
 # sees every update. Moderation comes first so evidence is taken before any command reacts.
-# Fetched updates are journaled by the getUpdates request itself (bot/journal.py), before any group.
+# Fetched updates are journaled by the getUpdates request itself (bot/journal.py), before any group, and
+# marked done by `ServicesGate` once every group has run.
 MODERATION = 0
 COMMANDS = 1
-JOURNAL_DONE = 99  # last: the update's handlers have all run
 
 # What the bot asks Telegram for. chat_member updates (admin changes) need the bot to be an admin.
 ALLOWED_UPDATES = [
@@ -175,24 +175,27 @@ async def on_review_button(update: Update, context: Context) -> None:
         )
 
 
-async def on_update_done(update: Update, context: Context) -> None:
-    """Every handler has run for this update: it need not be replayed after a crash."""
-    services = context.services
-    if services.journal is None:
-        return
-    if services.deletions is not None and services.deletions.holds(update.update_id):
-        return  # marked once its deletion's outcome is recorded (bot/deletions.py)
-    mark_done(services.journal, update.update_id, idle=context.application.update_queue.empty())
+def update_finished(application: QinglangApp) -> Callable[[object], None]:
+    """Called once every handler group has run for an update (`ServicesGate`, journal replay): it need
+    not be replayed after a crash."""
+
+    def finished(update: object) -> None:
+        services = application.bot_data.services
+        if services is None or services.journal is None or not isinstance(update, Update):
+            return
+        if services.deletions is not None and services.deletions.holds(update.update_id):
+            return  # marked once its deletion's outcome is recorded (bot/deletions.py)
+        mark_done(services.journal, update.update_id, idle=application.update_queue.empty())
+
+    return finished
 
 
 def mark_done(journal: UpdateJournal, update_id: int, *, idle: bool) -> None:
-    """An update need not be replayed after a crash: marked now, written in a batch or, `idle`, at once."""
-    waiting = journal.mark_done([update_id], flush=False)
-    if waiting == DONE_BATCH or idle:
-        # Written in a thread, never on the event loop: the journal may be busy committing the next
-        # fetched batch (fsync), and sqlite3 releases the GIL. While updates are queued, one write per
-        # DONE_BATCH marks (==: one flush per batch, not one per update after it); idle, at once.
-        asyncio.get_running_loop().run_in_executor(None, journal.flush_done)
+    """An update need not be replayed after a crash: the mark is written with the next fetched batch's
+    commit (bot/journal.py) or, `idle` (no update queued), shortly after in a thread."""
+    journal.mark_done([update_id], flush=False)
+    if idle:
+        journal.flush_soon(asyncio.get_running_loop())
 
 
 async def job_drain_spool(context: Context) -> None:
@@ -216,11 +219,15 @@ def spool_dir(settings: Settings) -> Path:
 
 class ServicesGate(BaseUpdateProcessor):
     """PTB's update processing, one update at a time, held until the services are up: with deferred
-    services, polling starts while the model loads, and no update is judged before it can be."""
+    services, polling starts while the model loads, and no update is judged before it can be.
 
-    def __init__(self) -> None:
+    `finished` is called with each update once all its handler groups have run (the journal's
+    done-mark): here rather than in a last handler group, which every update would pay to dispatch."""
+
+    def __init__(self, finished: Callable[[object], None] | None = None) -> None:
         super().__init__(max_concurrent_updates=1)
         self._open = asyncio.Event()
+        self.finished = finished
 
     def open(self) -> None:
         self._open.set()
@@ -228,7 +235,9 @@ class ServicesGate(BaseUpdateProcessor):
     async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
         if not self._open.is_set():
             await self._open.wait()
-        await coroutine
+        await coroutine  # PTB's process_update: handler errors went to the error handlers
+        if self.finished is not None:
+            self.finished(update)
 
     async def initialize(self) -> None:
         pass
@@ -347,7 +356,7 @@ def _post_init(
         # After a crash: spooled evidence first (in order), then the updates fetched but never finished.
         await services.evidence.drain()
         if journal is not None:
-            await replay_unfinished(application, journal, pending)
+            await replay_unfinished(application, journal, pending, update_finished(application))
         # The three scopes are independent: one round trip's wait instead of three.
         await asyncio.gather(
             *(
@@ -407,7 +416,7 @@ def build_application(
 ) -> QinglangApp:
     """The bot, ready for `run_polling()` (or initialize/start/updater.start_polling in tests).
 
-    `request`/`get_updates_request` replace PTB's HTTP clients (tests route them to the emulator);
+    `request`/`get_updates_request` replace the HTTP clients (aiohttp; tests route them to the emulator);
     `classifier` skips loading the model (tests and benchmarks share one already loaded);
     `observers` are called with (record, outcome) after each group message;
     `defer_services`: post_init returns at once and the model and database come up while polling
@@ -420,11 +429,14 @@ def build_application(
     journal = (
         UpdateJournal(spool_dir(settings) / "updates-journal.sqlite3") if settings.journal_updates else None
     )
+    # The Bot API over aiohttp (bot/http_client.py): a third of httpx's CPU per call.
+    request = request or AiohttpRequest(connection_pool_size=256)
+    get_updates_request = get_updates_request or AiohttpRequest(connection_pool_size=1)
     fetcher: JournalingRequest | None = None
     if journal is not None or settings.classify_worker:
         # Journal each fetched batch before PTB can confirm it to Telegram (bot/journal.py), and hand it
         # to the classifier worker.
-        fetcher = JournalingRequest(get_updates_request or HTTPXRequest(connection_pool_size=1), journal)
+        fetcher = JournalingRequest(get_updates_request, journal)
         get_updates_request = fetcher
     gate = ServicesGate()
     builder = (
@@ -439,11 +451,9 @@ def build_application(
     )
     if settings.base_url:
         builder = builder.base_url(settings.base_url)
-    if request is not None:
-        builder = builder.request(request)
-    if get_updates_request is not None:
-        builder = builder.get_updates_request(get_updates_request)
+    builder = builder.request(request).get_updates_request(get_updates_request)
     application: QinglangApp = builder.build()  # type: ignore[assignment]
+    gate.finished = update_finished(application)
 
     # Order matters: groups run in ascending order; within a group the first match wins.
     # 0 · moderation: every group message and edit (commands too: "/x 出冰 加V" is judged like any text)
@@ -454,8 +464,7 @@ def build_application(
     )
     for handler in commands.command_handlers():
         application.add_handler(handler, group=COMMANDS)
-    # 99 · last: the update is finished; the journal need not replay it after a crash
-    application.add_handler(TypeHandler(Update, on_update_done), group=JOURNAL_DONE)
+    # (then the update is finished: ServicesGate marks it done in the journal, with no handler group)
     # Errors: log and carry on
     application.add_error_handler(on_error)
     # Scheduled jobs (bot/jobs.py): digest, retention purge, admin-cache refresh

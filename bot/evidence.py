@@ -71,7 +71,7 @@ class Recorded:
     key: IncidentKey
     created: bool
     incident_id: int | None
-    incident: Any = None  # the storage.Incident row, when in the database
+    recorded_at: datetime | None = None  # when it went into the database
 
     @property
     def ref(self) -> IncidentRef:
@@ -140,7 +140,7 @@ class Evidence:
                 row, created = await storage.record_incident(
                     sessionmaker=self.db.sessionmaker, incident=incident, lock_timeout=self.lock_timeout
                 )
-                recorded = Recorded(key, created=created, incident_id=row.id, incident=row)
+                recorded = Recorded(key, created=created, incident_id=row.id, recorded_at=row.recorded_at)
                 self.remember(recorded)
                 return recorded
             except Exception as exc:
@@ -165,8 +165,10 @@ class Evidence:
                     incidents=[incidents[i] for i in todo],
                     lock_timeout=self.lock_timeout,
                 )
-                for i, (row, created) in zip(todo, rows, strict=True):
-                    out[i] = recorded = Recorded(keys[i], created=created, incident_id=row.id, incident=row)
+                for i, row in zip(todo, rows, strict=True):
+                    out[i] = recorded = Recorded(
+                        keys[i], created=row.created, incident_id=row.id, recorded_at=row.recorded_at
+                    )
                     self.remember(recorded)
                 todo = []
             except Exception as exc:
@@ -278,8 +280,7 @@ class Evidence:
             state = await session.get(storage.IncidentState, recorded.incident_id)
         if state is not None and state.action_taken is not None:
             return True
-        recorded_at = getattr(recorded.incident, "recorded_at", None)
-        return recorded_at is None or _aware(recorded_at) >= self.started_at
+        return recorded.recorded_at is None or _aware(recorded.recorded_at) >= self.started_at
 
 
 def _aware(moment: datetime) -> datetime:

@@ -4,8 +4,9 @@ python-telegram-bot's polling confirms a batch to Telegram (the next getUpdates 
 `offset`) as soon as it has fetched it, before the handlers run; Telegram never sends a confirmed update
 again. So `JournalingRequest` (a public `BaseRequest` wrapped around the getUpdates client) writes every
 fetched update to a local SQLite journal, committed with synchronous=FULL, *before* PTB sees the
-response. A handler in the last group marks each update done (written in small batches while updates
-are queued: a lost mark only replays an update, which is never acted on twice); on start,
+response. Once an update's handlers have all run it is marked done (bot/app.py: `ServicesGate`); the
+marks are written with the next fetched batch's commit, or after `IDLE_FLUSH` seconds when no batch
+comes (a lost mark only replays an update, which is never acted on twice); on start,
 `replay_unfinished` runs the updates that were fetched but never finished, before polling begins.
 
 Telegram resends the last, unconfirmed batch after a restart: updates already in the journal are handed
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KEEP_DONE = 10_000  # finished entries kept (duplicates of older updates cannot arrive any more)
-DONE_BATCH = 64  # done-marks written together while updates are queued (bot/app.py: on_update_done)
+IDLE_FLUSH = 0.25  # seconds a done-mark waits for a fetched batch's commit to carry it (see flush_soon)
 
 
 class UpdateJournal:
@@ -49,6 +50,7 @@ class UpdateJournal:
         self._done_since_prune = 0
         self._done: list[int] = []  # done-marks not yet written (see mark_done)
         self._done_lock = threading.Lock()
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -72,21 +74,31 @@ class UpdateJournal:
         return self.add_encoded([(int(u["update_id"]), json.dumps(u, ensure_ascii=False)) for u in updates])
 
     def add_encoded(self, updates: list[tuple[int, str]]) -> set[int]:
-        """`add` for updates already in JSON, as (update id, JSON text)."""
+        """`add` for updates already in JSON, as (update id, JSON text). The done-marks waiting are
+        written in the same commit: under load, marks cost no transaction of their own."""
         with self._lock:
             db = self._db()
             db.execute("PRAGMA synchronous=FULL")  # fsync at commit: on disk before PTB confirms them
             now = time.time()
-            new: set[int] = set()
             db.execute("BEGIN IMMEDIATE")
             try:
-                for uid, raw in updates:
-                    cur = db.execute(
-                        "INSERT OR IGNORE INTO updates (update_id, raw, fetched_at) VALUES (?, ?, ?)",
-                        (uid, raw, now),
+                new: set[int] = set()
+                if updates:
+                    ids = [uid for uid, _ in updates]
+                    # Journaled before (resent after a restart): one range read tells which.
+                    known = {
+                        uid
+                        for (uid,) in db.execute(
+                            "SELECT update_id FROM updates WHERE update_id BETWEEN ? AND ?",
+                            (min(ids), max(ids)),
+                        )
+                    }
+                    fresh = [(uid, raw, now) for uid, raw in updates if uid not in known]
+                    db.executemany(
+                        "INSERT OR IGNORE INTO updates (update_id, raw, fetched_at) VALUES (?, ?, ?)", fresh
                     )
-                    if cur.rowcount:
-                        new.add(uid)
+                    new = {uid for uid, _, _ in fresh}
+                self._write_done(db)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -111,14 +123,32 @@ class UpdateJournal:
             if self._conn is not None:
                 self._flush_done()
 
+    def flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write the waiting marks in `IDLE_FLUSH` seconds, in a thread, unless a fetched batch's commit
+        carries them first (at a low rate the next batch may be a long poll away)."""
+        if self._flush_timer is not None:
+            return
+
+        def flush() -> None:
+            self._flush_timer = None
+            if self._done:
+                loop.run_in_executor(None, self.flush_done)
+
+        self._flush_timer = loop.call_later(IDLE_FLUSH, flush)
+
     def _flush_done(self) -> None:
-        with self._done_lock:
-            done, self._done = self._done, []
-        if not done:
+        if not self._done:
             return
         db = self._db()
         # No fsync needed, for the same reason as above.
         db.execute("PRAGMA synchronous=NORMAL")
+        self._write_done(db)
+
+    def _write_done(self, db: sqlite3.Connection) -> None:
+        with self._done_lock:
+            done, self._done = self._done, []
+        if not done:
+            return
         now = time.time()
         ids = [(now, u) for u in done]
         db.executemany("UPDATE updates SET done_at = ? WHERE update_id = ? AND done_at IS NULL", ids)
@@ -145,6 +175,9 @@ class UpdateJournal:
         return [json.loads(raw) for (raw,) in rows]
 
     def close(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
         with self._lock:
             if self._conn is not None:
                 self._flush_done()
@@ -298,10 +331,14 @@ class JournalingRequest(DelegatingRequest):
 
 
 async def replay_unfinished(
-    application: QinglangApp, journal: UpdateJournal, pending: list[dict[str, Any]] | None = None
+    application: QinglangApp,
+    journal: UpdateJournal,
+    pending: list[dict[str, Any]] | None = None,
+    finished: Callable[[object], None] | None = None,
 ) -> int:
     """Run every journaled update whose handlers never finished (call before polling starts), or those
-    of `pending`, read from the journal before polling started."""
+    of `pending`, read from the journal before polling started; `finished` is called after each, as
+    polling's `ServicesGate` does (bot/app.py)."""
     if pending is None:
         pending = await asyncio.to_thread(journal.unfinished)
     if not pending:
@@ -311,5 +348,8 @@ async def replay_unfinished(
         # Tasks a handler creates are awaited by `settle`/shutdown, not by the not-yet-running Application.
         warnings.filterwarnings("ignore", message=".*is not running.*")
         for raw in pending:
-            await application.process_update(Update.de_json(raw, application.bot))
+            update = Update.de_json(raw, application.bot)
+            await application.process_update(update)
+            if finished is not None:
+                finished(update)
     return len(pending)

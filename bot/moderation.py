@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, MessageEntity, Update
 from telegram.ext import filters
@@ -65,9 +65,11 @@ class Classifier(Protocol):
 # --- the plain request ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class MessageRecord:
-    """Everything moderation needs to know about one message, without Telegram types."""
+class MessageRecord(NamedTuple):
+    """Everything moderation needs to know about one message, without Telegram types.
+
+    Immutable, as a frozen dataclass would be, but built per message at a fifth of the cost (a frozen
+    dataclass sets each of its 18 fields through object.__setattr__)."""
 
     chat_id: int
     chat_title: str | None
@@ -215,8 +217,7 @@ def skip_reason(
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """What to do with a judged message: `action` is what the verdict asks, `act` whether to do it."""
 
     action: Literal["delete", "review", "pass"]

@@ -166,9 +166,9 @@ def bot_request(webhook: WebhookSettings) -> BaseRequest | None:
     """The bot's request for `build_application(request=...)`: None keeps PTB's default."""
     if webhook.webhook_set:
         return None
-    from telegram.request import HTTPXRequest
+    from bot.http_client import AiohttpRequest
 
-    return SkipSetWebhookRequest(HTTPXRequest(connection_pool_size=256))
+    return SkipSetWebhookRequest(AiohttpRequest(connection_pool_size=256))
 
 
 def use_durable_queue(application: QinglangApp) -> None:

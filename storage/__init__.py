@@ -28,6 +28,7 @@ from storage.models import (
 from storage.records import (
     EVENT_VALUES,
     NewIncident,
+    RecordedIncident,
     add_strike,
     add_training_example,
     append_event,
@@ -64,6 +65,7 @@ __all__ = [
     "IncidentState",
     "NewIncident",
     "PurgeResult",
+    "RecordedIncident",
     "ReportBatch",
     "SchemaOutOfDate",
     "Strike",

@@ -140,12 +140,16 @@ def _canonical(kind: str, value: Any) -> Any:
     return value  # json: already a Python value
 
 
+# json.dumps with these options builds an encoder per call; one shared encoder gives the same text.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
 def record_hash(record_type: str, row: Mapping[str, Any], prev_hash: str) -> str:
     """SHA-256 of the canonical JSON of the record's immutable fields and prev_hash."""
     payload = {name: _canonical(KINDS[name], row.get(name)) for name in HASHED[record_type]}
     payload["record_type"] = record_type
     payload["prev_hash"] = prev_hash
-    data = json.dumps(payload, sort_keys=True, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    data = _CANONICAL_JSON.encode(payload)
     return hashlib.sha256(data.encode("ascii")).hexdigest()
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storage.chain import GENESIS, iso, record_hash
+from storage.chain import GENESIS, record_hash
 from storage.models import Incident
 
 _TABLE = Incident.__table__
@@ -49,15 +49,12 @@ class _Plan:
         return out
 
 
-def _hash_fields(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: iso(v) if isinstance(v, datetime) else v for k, v in values.items()}
-
-
 def _complete(values: dict[str, Any], last_seq: int, prev: str) -> None:
     values["seq"] = last_seq + 1
     values["recorded_at"] = datetime.now(UTC)
     values["prev_hash"] = prev
-    values["record_hash"] = record_hash("incident", _hash_fields(values), prev)
+    # The values as they are: record_hash writes a datetime as iso() does (no text round trip first).
+    values["record_hash"] = record_hash("incident", values, prev)
 
 
 # ---- SQLite: a writer thread ----
@@ -440,7 +437,7 @@ def chain_events(
         hashed = {
             "chat_id": chat_id, "seq": last_seq, "incident_id": incident_id, "message_id": message_id,
             "event_kind": kind, "event_value": value, "event_actor": actor, "event_detail": detail,
-            "batch_id": batch_id, "recorded_at": iso(now),
+            "batch_id": batch_id, "recorded_at": now,
         }  # fmt: skip
         row["record_hash"] = prev = _hash("event", hashed, prev)
         rows.append(row)

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -243,12 +243,21 @@ async def _incident_row(
     return inc
 
 
+class RecordedIncident(NamedTuple):
+    """One incident of `record_incidents`: its id, whether this call created it, and when it was recorded.
+    The ORM row is not built: a batch of the bot's deletions needs only these."""
+
+    id: int
+    created: bool
+    recorded_at: datetime
+
+
 async def record_incidents(
     *,
     sessionmaker: async_sessionmaker[AsyncSession],
     incidents: Sequence[NewIncident],
     lock_timeout: float | None = None,
-) -> list[tuple[Incident, bool]]:
+) -> list[RecordedIncident]:
     """`record_incident` for several incidents, in order. On a SQLite file they share one transaction
     (one commit, one fsync: all of them or none); elsewhere each commits on its own."""
     engine = sessionmaker.kw.get("bind")
@@ -258,23 +267,30 @@ async def record_incidents(
         else None
     )
     if writer is None:
-        return [
-            await record_incident(sessionmaker=sessionmaker, incident=i, lock_timeout=lock_timeout)
-            for i in incidents
-        ]
+        return [await _recorded_one(sessionmaker, i, lock_timeout) for i in incidents]
     many = [_incident_values(i) for i in incidents]
     try:
         results = await writer.record_many(many, lock_timeout)
     except (IntegrityError, sqlite3.IntegrityError):
         # A race past the chain lock (see record_incident): nothing was written; one by one resolves it.
-        return [
-            await record_incident(sessionmaker=sessionmaker, incident=i, lock_timeout=lock_timeout)
-            for i in incidents
-        ]
-    return [
-        (await _incident_row(sessionmaker, values, new_id, created), created)
-        for values, (new_id, created) in zip(many, results, strict=True)
-    ]
+        return [await _recorded_one(sessionmaker, i, lock_timeout) for i in incidents]
+    out = []
+    for values, (new_id, created) in zip(many, results, strict=True):
+        if created:  # the writer set recorded_at as it chained the row
+            out.append(RecordedIncident(new_id, True, values["recorded_at"]))
+        else:
+            row = await _incident_row(sessionmaker, values, new_id, created)
+            out.append(RecordedIncident(new_id, False, row.recorded_at))
+    return out
+
+
+async def _recorded_one(
+    sessionmaker: async_sessionmaker[AsyncSession], incident: NewIncident, lock_timeout: float | None
+) -> RecordedIncident:
+    row, created = await record_incident(
+        sessionmaker=sessionmaker, incident=incident, lock_timeout=lock_timeout
+    )
+    return RecordedIncident(row.id, created, row.recorded_at)
 
 
 async def _record_incident_session(

@@ -10,7 +10,7 @@ from botenv import BOT_ID, shared_model
 from telegram.ext import CallbackQueryHandler, MessageHandler
 
 from bot import commands
-from bot.app import COMMANDS, JOURNAL_DONE, MODERATION, build_application, on_group_message, on_review_button
+from bot.app import COMMANDS, MODERATION, build_application, on_group_message, on_review_button
 from bot.config import Settings
 from bot.emulator import Emulator
 
@@ -28,12 +28,13 @@ def settings(tmp_path: Path, **extra: Any) -> Settings:
 
 def test_handler_groups_in_order(tmp_path: Path) -> None:
     app = build_application(settings(tmp_path), classifier=shared_model())
-    assert sorted(app.handlers) == [MODERATION, COMMANDS, JOURNAL_DONE]
+    assert sorted(app.handlers) == [MODERATION, COMMANDS], "done-marks need no group (ServicesGate)"
     (moderation,) = app.handlers[MODERATION]
     assert isinstance(moderation, MessageHandler) and moderation.callback is on_group_message
     first, *rest = app.handlers[COMMANDS]
     assert isinstance(first, CallbackQueryHandler) and first.callback is on_review_button
-    assert len(rest) == len(commands.command_handlers())
+    assert len(rest) == 2, "two command handlers: each group message is checked against every one"
+    assert set().union(*(h.commands for h in rest)) == {c.name for c in commands.COMMANDS}
     assert app.error_handlers, "an error handler logs and carries on"
 
 

@@ -125,6 +125,24 @@ async def test_an_update_is_marked_done_only_once_its_deletion_is_recorded(env: 
     assert _actions(env)[msg["message_id"]][0] == "deleted"
 
 
+async def test_the_gate_marks_an_update_done_once_its_handlers_ran(env: BotEnv) -> None:
+    """Polled updates pass ServicesGate: a clean one is marked done after its handlers, a flagged one
+    only once its deletion is recorded (no handler group is needed for either)."""
+    journal = env.services.journal
+    assert isinstance(journal, UpdateJournal)
+    await env.send(CLEAN, sender=MEMBERS[0])
+    clean = env.emu.message(GROUP, MEMBERS[1], CLEAN, push=False)
+    spam = env.emu.message(GROUP, SPAMMER, SPAM, push=False)
+    journal.add([{"update_id": 910, "message": clean}, {"update_id": 911, "message": spam}])
+    for update_id, msg in ((910, clean), (911, spam)):
+        update = Update.de_json({"update_id": update_id, "message": msg}, env.app.bot)
+        await env.app.update_processor.process_update(update, env.app.process_update(update))
+    assert [u["update_id"] for u in journal.unfinished()] == [911], "910 done; 911 waits for its delete"
+    await env.settle()
+    assert journal.unfinished() == []
+    assert _actions(env)[spam["message_id"]][0] == "deleted"
+
+
 def test_notice_names_a_few_senders_and_counts_the_rest(tmp_path: Path) -> None:
     from bot.deletions import notice_text
     from bot.moderation import MessageRecord

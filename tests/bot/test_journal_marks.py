@@ -35,6 +35,39 @@ def test_marks_wait_for_a_flush_and_unfinished_sees_them(tmp_path: Path) -> None
     assert journal._conn is None
 
 
+def test_waiting_marks_are_written_with_the_next_fetched_batch(tmp_path: Path) -> None:
+    """Under load a mark costs no transaction of its own: the next batch's commit carries it."""
+    path = tmp_path / "journal.sqlite3"
+    journal = UpdateJournal(path)
+    journal.add([{"update_id": 1}, {"update_id": 2}])
+    journal.mark_done([1, 2], flush=False)
+    assert _done_on_disk(path) == set()
+    assert journal.add_encoded([(3, '{"update_id":3}'), (2, '{"update_id":2}')]) == {3}, "2 was there"
+    assert _done_on_disk(path) == {1, 2}
+    assert [u["update_id"] for u in UpdateJournal(path).unfinished()] == [3]
+    journal.close()
+
+
+async def test_an_idle_mark_is_written_shortly_after(tmp_path: Path) -> None:
+    import asyncio
+
+    from bot.journal import IDLE_FLUSH
+
+    path = tmp_path / "journal.sqlite3"
+    journal = UpdateJournal(path)
+    journal.add([{"update_id": 1}])
+    journal.mark_done([1], flush=False)
+    journal.flush_soon(asyncio.get_running_loop())
+    journal.flush_soon(asyncio.get_running_loop())  # one timer, not two
+    assert _done_on_disk(path) == set()
+    for _ in range(100):
+        await asyncio.sleep(IDLE_FLUSH / 5)
+        if _done_on_disk(path):
+            break
+    assert _done_on_disk(path) == {1}
+    journal.close()
+
+
 def test_a_mark_lost_in_a_crash_only_replays_its_update(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite3"
     journal = UpdateJournal(path)

@@ -43,6 +43,24 @@ async def test_same_update_twice_is_one_incident(db: storage.Database) -> None:
     assert found is not None and found.id == edited.id
 
 
+async def test_record_incidents_tells_ids_and_recording_times_without_rows(db: storage.Database) -> None:
+    """A batch's incidents come back as (id, created, recorded_at), a repeat as the first one's."""
+    first = await storage.record_incidents(
+        sessionmaker=db.sessionmaker, incidents=[new_incident(21), new_incident(22)]
+    )
+    assert [type(r) for r in first] == [storage.RecordedIncident] * 2
+    assert [r.created for r in first] == [True, True] and first[0].id != first[1].id
+    again = await storage.record_incidents(
+        sessionmaker=db.sessionmaker, incidents=[new_incident(22), new_incident(23)]
+    )
+    assert (again[0].id, again[0].created, again[1].created) == (first[1].id, False, True)
+    async with db.sessionmaker() as s:
+        rows = {i.id: i for i in await storage.list_incidents(session=s, chat_id=CHAT)}
+    for r in (*first, *again):
+        stored = rows[r.id].recorded_at
+        assert r.recorded_at.replace(tzinfo=None) == stored.replace(tzinfo=None), "the stored moment"
+
+
 async def test_concurrent_duplicate_deliveries_yield_one_row(db: storage.Database) -> None:
     results = await asyncio.gather(
         *(storage.record_incident(sessionmaker=db.sessionmaker, incident=new_incident(9)) for _ in range(4))
