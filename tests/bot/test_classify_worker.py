@@ -4,6 +4,7 @@ costs no message, and a reloaded model reaches it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 from collections.abc import AsyncIterator
@@ -109,7 +110,10 @@ async def test_worker_verdicts_equal_in_process_classify() -> None:
             assert isinstance(record, MessageRecord)
             thresholds = [None, {"drug": 0.5}, lenient][i % 3]
             verdict, source = await worker.verdict(record.key, record.judged_text, model, thresholds)
-            assert verdict == model.classify(record.judged_text, thresholds=thresholds), record.judged_text
+            full = model.classify(record.judged_text, thresholds=thresholds)
+            assert verdict == model.classify(record.judged_text, thresholds=thresholds, reasons="flagged")
+            # A pass verdict travels without reasons (nothing records them); a flagged one keeps them all.
+            assert verdict == (dataclasses.replace(full, reasons={}) if full.action == "pass" else full)
             expected = model.classify(record.judged_text)
             flips = thresholds is not None and verdict.label != expected.label
             assert source == ("rejudged" if flips else "worker"), (record.judged_text, thresholds)

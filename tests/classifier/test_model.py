@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +206,27 @@ def test_per_chat_thresholds(shipped: m.Classifier) -> None:
     assert shipped.classify_many([text, text]) == [base, base]
 
 
+def test_reasons_for_flagged_only(shipped: m.Classifier) -> None:
+    """classify(reasons="flagged") gives the same label, score, scores and action for every text, and
+    the same reasons for delete and review verdicts; a pass verdict comes without reasons."""
+    cfg = GeneratorConfig(seed=5, per_category=150, ok_templated=300, background=300)
+    texts = [e.text for e in generate(load_seeds(), cfg)] + ODD_INPUTS[:7] + ["加V了解一下 mm52099"]
+    lenient = {category: 0.05 for category in shipped.categories}
+    actions: Counter[str] = Counter()
+    for text in texts:
+        for thresholds in (None, lenient):
+            full = shipped.classify(text, thresholds)
+            lean = shipped.classify(text, thresholds, reasons="flagged")
+            actions[full.action] += 1
+            key = (full.label, full.score, full.scores, full.action, full.model_version)
+            assert (lean.label, lean.score, lean.scores, lean.action, lean.model_version) == key, text
+            if full.action == "pass":
+                assert lean.reasons == {}, text
+            else:
+                assert lean == full, text
+    assert actions["pass"] and actions["delete"] and actions["review"], actions
+
+
 def test_shipped_model_dir_copy_loads(tmp_path: Path) -> None:
     d = tmp_path / "copy"
     shutil.copytree(m.DEFAULT_MODEL_DIR, d)
@@ -338,7 +360,6 @@ def _reference_features(scorer: m.FastScorer, text: str) -> tuple[list[int], lis
     what FastScorer computed before its numpy shortcuts; unique columns in order of first
     appearance per vectorizer."""
     import math
-    from collections import Counter
 
     from classifier.features import ContactTokenizer, ngrams
 
