@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 from storage_helpers import CHAT, new_incident, record_many
 
 import storage
+from storage import chain
 
 
 async def _with_events(db: storage.Database, n: int = 6) -> list[int]:
@@ -141,3 +148,71 @@ async def test_two_writers_on_one_chat_never_fork_the_chain(db: storage.Database
     result = await storage.verify_database(db.engine)
     assert result.ok, result.problems
     assert result.records == 550 + 60  # 30 events per writer, the shared ones twice
+
+
+# Hashes computed before record_hash resolved each field's kind once (the chain format must not move):
+# odd values on purpose (a zoned time, text times, "" for numbers, a NUL, a bool as text).
+GOLDEN_INCIDENT = {
+    "chat_id": -1001000000001, "seq": 7, "message_id": 42, "chat_title": "测试群", "thread_id": None,
+    "sender_id": 1234, "sender_username": None, "sender_name": "小王\x00", "sender_chat_id": "",
+    "message_date": datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=8))),
+    "received_at": "2026-01-02T03:04:05.5+00:00", "is_edit": "yes", "edit_date": None,
+    "text": "出冰 加V bing8888", "hidden_links": ["https://t.me/x"], "media_kind": None,
+    "forward_origin": "", "category": "drug", "score": "0.93", "suggested_action": "delete",
+    "model_version": "v1", "reasons": {"terms": [{"term": "出冰", "start": 0, "end": 2}]},
+    "contacts": [], "decided_by": "model", "recorded_at": datetime(2026, 1, 2, 3, 4, 6),
+}  # fmt: skip
+GOLDEN_EVENT = {
+    "chat_id": -1001000000001, "seq": 8, "incident_id": 3, "message_id": 42, "event_kind": "action",
+    "event_value": "deleted", "event_actor": "model", "event_detail": None, "batch_id": "",
+    "recorded_at": datetime(2026, 1, 2, 3, 4, 7, tzinfo=UTC),
+}  # fmt: skip
+
+
+def _reference_hash(record_type: str, row: dict[str, Any], prev_hash: str) -> str:
+    """record_hash as first written: `_canonical` per value, kind looked up per value."""
+    payload = {name: chain._canonical(chain.KINDS[name], row.get(name)) for name in chain.HASHED[record_type]}
+    payload.update(record_type=record_type, prev_hash=prev_hash)
+    data = json.dumps(payload, sort_keys=True, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(data.encode("ascii")).hexdigest()
+
+
+def test_record_hash_is_unchanged() -> None:
+    assert (
+        chain.record_hash("incident", GOLDEN_INCIDENT, chain.GENESIS)
+        == "a4bbc0bc0df340197bd283b0b93915c7367f1ee64e5b69c8fa0460c6fa54b259"
+    )
+    assert (
+        chain.record_hash("event", GOLDEN_EVENT, "ab" * 32)
+        == "2b03db28af66384326add0ac3600eb7788f3c25faefb617658cbd44670638ae8"
+    )
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.just(""),
+    st.text(max_size=8),
+    st.integers(-(2**63), 2**63),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.datetimes(timezones=st.one_of(st.none(), st.just(UTC), st.just(timezone(timedelta(hours=8))))),
+    st.lists(st.text(max_size=4), max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    record_type=st.sampled_from(["incident", "event"]),
+    values=st.lists(_VALUES, min_size=30, max_size=30),
+)
+def test_record_hash_equals_the_reference(record_type: str, values: list[Any]) -> None:
+    row = dict(zip(chain.HASHED[record_type], values, strict=False))
+    try:
+        expected: str | type[Exception] = _reference_hash(record_type, row, chain.GENESIS)
+    except (TypeError, ValueError) as exc:  # a value its kind cannot take: the same error either way
+        expected = type(exc)
+    if isinstance(expected, str):
+        assert chain.record_hash(record_type, row, chain.GENESIS) == expected
+    else:
+        with pytest.raises(expected):
+            chain.record_hash(record_type, row, chain.GENESIS)
