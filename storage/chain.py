@@ -7,11 +7,10 @@ and events in the order they were appended; the first record links to GENESIS.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -120,31 +119,8 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else as_utc(value).isoformat(timespec="microseconds")
 
 
-def _canonical(kind: str, value: Any) -> Any:
-    # Exports blur None and "" for text (a CSV cell cannot tell them apart), so hashes do too.
-    if kind == "str":
-        return "" if value is None else str(value)
-    if value is None or value == "":
-        return None if kind != "bool" else False
-    if kind == "int":
-        return int(value)
-    if kind == "float":
-        return float(value)
-    if kind == "bool":
-        if isinstance(value, str):
-            return value.strip().lower() in ("true", "1", "yes")
-        return bool(value)
-    if kind == "time":
-        if isinstance(value, datetime):
-            return iso(value)
-        return iso(datetime.fromisoformat(str(value)))
-    return value  # json: already a Python value
-
-
-# json.dumps with these options builds an encoder per call; one shared encoder gives the same text.
-_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
-
-
+# One function per field kind. Exports blur None and "" (a CSV cell cannot tell them apart), so
+# hashes do too: text None is "", any other kind's "" is None (bool: False).
 def _canonical_str(value: Any) -> Any:
     return "" if value is None else str(value)
 
@@ -157,30 +133,47 @@ def _canonical_float(value: Any) -> Any:
     return None if value is None or value == "" else float(value)
 
 
-def _canonical_json(value: Any) -> Any:
-    return None if value is None or value == "" else value
+def _canonical_bool(value: Any) -> bool:
+    if value is None or value == "":
+        return False
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
 
 
 def _canonical_time(value: Any) -> Any:
+    if value is None or value == "":
+        return None
     if isinstance(value, datetime):
         return iso(value)
-    return _canonical("time", value)
+    return iso(datetime.fromisoformat(str(value)))
 
 
-# `_canonical` with the kind resolved once per field instead of once per value: the writer hashes
-# ~30 fields per incident on the hot path. Other kinds (bool) go through `_canonical` itself.
-_CANONICAL_BY_KIND = {
+def _canonical_json(value: Any) -> Any:
+    return None if value is None or value == "" else value  # already a Python value
+
+
+_CANONICAL_BY_KIND: dict[str, Callable[[Any], Any]] = {
     "str": _canonical_str,
     "int": _canonical_int,
     "float": _canonical_float,
-    "json": _canonical_json,
+    "bool": _canonical_bool,
     "time": _canonical_time,
+    "json": _canonical_json,
 }
+
+
+def _canonical(kind: str, value: Any) -> Any:
+    return _CANONICAL_BY_KIND.get(kind, _canonical_json)(value)
+
+
+# json.dumps with these options builds an encoder per call; one shared encoder gives the same text.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+# Each hashed field with its kind's function, resolved once (the writer hashes ~30 fields per
+# incident on the hot path).
 _HASH_PLAN = {
-    record_type: tuple(
-        (name, _CANONICAL_BY_KIND.get(KINDS[name]) or functools.partial(_canonical, KINDS[name]))
-        for name in names
-    )
+    record_type: tuple((name, _CANONICAL_BY_KIND.get(KINDS[name], _canonical_json)) for name in names)
     for record_type, names in HASHED.items()
 }
 
