@@ -243,6 +243,18 @@ async def _incident_row(
     return inc
 
 
+def _batch_writer(
+    sessionmaker: async_sessionmaker[AsyncSession], count: int
+) -> tuple[AsyncEngine, fastpath.SqliteWriter] | None:
+    """The engine and SQLite writer thread that take `count` (> 1) records in one transaction; None when
+    they go one by one (a single record, or any database but a SQLite file)."""
+    engine = sessionmaker.kw.get("bind")
+    if count < 2 or not isinstance(engine, AsyncEngine):
+        return None
+    writer = fastpath.sqlite_writer(engine)
+    return None if writer is None else (engine, writer)
+
+
 class RecordedIncident(NamedTuple):
     """One incident of `record_incidents`: its id, whether this call created it, and when it was recorded.
     The ORM row is not built: a batch of the bot's deletions needs only these."""
@@ -260,14 +272,10 @@ async def record_incidents(
 ) -> list[RecordedIncident]:
     """`record_incident` for several incidents, in order. On a SQLite file they share one transaction
     (one commit, one fsync: all of them or none); elsewhere each commits on its own."""
-    engine = sessionmaker.kw.get("bind")
-    writer = (
-        fastpath.sqlite_writer(engine)
-        if len(incidents) > 1 and isinstance(engine, AsyncEngine) and engine.dialect.name == "sqlite"
-        else None
-    )
-    if writer is None:
+    batch = _batch_writer(sessionmaker, len(incidents))
+    if batch is None:
         return [await _recorded_one(sessionmaker, i, lock_timeout) for i in incidents]
+    _engine, writer = batch
     many = [_incident_values(i) for i in incidents]
     try:
         results = await writer.record_many(many, lock_timeout)
@@ -459,13 +467,8 @@ async def append_events_many(
     """`append_events` for several incidents (incident id, events, strike), in order. On a SQLite file
     they share one transaction (one commit for all, or none); elsewhere each commits on its own.
     Returns each sender's strikes in the window."""
-    engine = sessionmaker.kw.get("bind")
-    writer = (
-        fastpath.sqlite_writer(engine)
-        if len(items) > 1 and isinstance(engine, AsyncEngine) and engine.dialect.name == "sqlite"
-        else None
-    )
-    if writer is None or not isinstance(engine, AsyncEngine):
+    batch = _batch_writer(sessionmaker, len(items))
+    if batch is None:
         return [
             await append_events(
                 sessionmaker=sessionmaker,
@@ -476,6 +479,7 @@ async def append_events_many(
             )
             for incident_id, events, strike in items
         ]
+    engine, writer = batch
     specs: list[fastpath.AppendSpec] = []
     for incident_id, events, strike in items:
         for kind, value, actor, _ in events:
