@@ -92,10 +92,10 @@ class ModelParams:
     # chat) and unseen templated ok shapes (mostly hard negatives by design: quoted scams,
     # legit ads with contacts, homographs; each shape weighs the same), each with its target.
     # The review target for shapes was set with the real dev set (whose README allows choosing
-    # thresholds on it). With the round-6 seeds (terse "term + bare cue" offers against friends
-    # swapping contacts and legit terse offers), 2.9% gave review 0.70 and dev's benign rate 0.7% on
-    # generator seed 0 (3.1% reached 1.0%); on seed 1 it gave 0.62 and 1.2% (one message more: seed
-    # 1 is at 1.2% from 2.6% up). 2.6% gave 0.74 on seed 0 and left recall behind.
+    # thresholds on it). With the round-6 seeds (terse "term + bare cue" offers, investment tipsters,
+    # against friends swapping contacts, legit terse offers and private replies), 2.9% gives review
+    # 0.65 and dev's benign rate 1.0% on generator seed 0; 2.8% gave 0.67 (0.8%) and less recall.
+    # Before the last two seed additions, seed 1 at 2.9% gave 0.62 and 1.2% (one message more).
     review_target_background: float = 0.01
     review_target_shapes: float = 0.029
     delete_target_background: float = 0.002
