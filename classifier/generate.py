@@ -131,6 +131,10 @@ class GeneratorConfig:
     ok_evasion_share: float = 0.12  # benign lines get the neutral transforms too
     decoration_share: float = 0.15  # emoji/bracket decorations on any templated line
     frame_share: float = 0.2  # colloquial particles and question frames on any templated line
+    # Sentence punctuation on any templated line (its own random stream: 0 gives the corpus as before).
+    # Background sentences end in "。" or "！" far more often than templates did, so those marks had
+    # become signs of `ok`, and a real ad ending "…高价回收！" or "…加我。" read as benign.
+    punct_share: float = 0.5
     max_background_chars: int = 160
 
     def to_dict(self) -> dict:
@@ -353,6 +357,20 @@ def _frame(text: str, slots: dict[str, tuple[str, ...]], rng: random.Random) -> 
     return rng.choice(pre) + text.rstrip("。.!！") + rng.choice(post)
 
 
+# Sentence ends as people type them; 。 most often. Question marks stay out: they carry meaning.
+_ENDS = ("。", "。", "。", "！", "！", "!", "!!", "！！！", "~", "～", "…", "。。。", ".")
+
+
+def _punctuate(text: str, rng: random.Random) -> str:
+    """End `text` with a sentence mark, sometimes also splitting its clauses into sentences."""
+    if rng.random() < 0.35:
+        mark = rng.choice(("。", "。", "！", " "))
+        text = text.replace("，", mark)
+    if text and text[-1] not in "。.!！?？~～…":
+        text += rng.choice(_ENDS)
+    return text
+
+
 # --- background text --------------------------------------------------------------------------
 
 
@@ -407,6 +425,7 @@ def _generate_label(
     share = cfg.ok_evasion_share if is_ok else cfg.evasion_share
     transforms = NEUTRAL_TRANSFORMS if is_ok else EVASIONS
     names = sorted(transforms)
+    punct_rng = random.Random(f"punct:{cfg.seed}:{label}")
     out = []
     for _ in range(n):
         tpl = rng.choices(ls.templates, weights=weights)[0]
@@ -415,6 +434,8 @@ def _generate_label(
             text = _decorate(text, slots, rng)
         if rng.random() < cfg.frame_share:
             text = _frame(text, slots, rng)
+        if cfg.punct_share and punct_rng.random() < cfg.punct_share:
+            text = _punctuate(text, punct_rng)
         applied = ""
         if rng.random() < share:
             chosen = rng.sample(names, 1 if rng.random() < 0.7 else 2)

@@ -96,6 +96,8 @@ class ModelParams:
     # against friends swapping contacts, legit terse offers and private replies), 2.9% gives review
     # 0.65 and dev's benign rate 1.0% on generator seed 0; 2.8% gave 0.67 (0.8%) and less recall.
     # Before the last two seed additions, seed 1 at 2.9% gave 0.62 and 1.2% (one message more).
+    # With sentence marks on templated lines (generator punct_share 0.5) and worn-clothes resale as
+    # benign: 0.65 (seed 0) and 0.64 (seed 1), dev benign rate 1.0% on both.
     review_target_background: float = 0.01
     review_target_shapes: float = 0.029
     delete_target_background: float = 0.002

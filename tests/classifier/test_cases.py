@@ -63,6 +63,10 @@ CASES = [
     ("炸金花开房了，一块一分，微信上下分", "flag:gambling", "card table with money stakes"),
     ("新网址 bet88点cc，注册就送38", "flag:gambling", "domain spelled with 点 to dodge link filters"),
     ("兼/玫瑰职刷/玫瑰单，日结三百，加V了解", "flag:fraud", "evasion: QQ face codes between characters"),
+    # --- offers written as sentences: 。 and ！ are no sign of honest chat ---
+    ("高价收购闲置银行卡，一张八百，当天结清。", "flag:fraud", "card buying, ending with a full stop"),
+    ("在家就能做的兼职，日结两百！有意者私我！", "flag:fraud", "side-job pitch with exclamation marks"),
+    ("出自己穿过的丝袜。可以定制。", "flag:obscene", "fetish clothing sale in full sentences"),
     # --- hard negatives: the topic, not a solicitation ---
     ("警方破获贩毒案，缴获冰毒5公斤", "pass", "news about a drug bust"),
     ("反诈提醒：刷单就是诈骗，凡是要先垫付的都是骗子", "pass", "anti-fraud warning"),
@@ -85,6 +89,8 @@ CASES = [
     ("年夜饭后一家人斗地主，输了的洗碗", "pass", "card game played for fun"),
     ("狗狗见到主人回家，尾巴摇个不停", "pass", "homograph: 主人 of a pet"),
     ("买了几双棉袜，穿着挺舒服的", "pass", "clothing talk"),
+    ("出件风衣，只穿过一回，L码，有意私", "pass", "worn clothes resold: size and times worn, no fetish"),
+    ("闲置一双耐克跑鞋，穿过三次，43码，两百出", "pass", "worn shoes resold"),
     ("上班之余想搞个副业，大家有什么建议吗", "pass", "side job asked about, not offered"),
     ("你好", "pass", "greeting"),
     ("哈哈哈哈哈", "pass", "short reply"),

@@ -134,3 +134,27 @@ def test_background_text_is_real_and_untagged() -> None:
 
 def test_the_seed_checker_knows_exactly_the_generators_built_in_slots():
     assert set(BUILTINS) == set(BUILTIN_SLOTS)
+
+
+def _ends_a_sentence(text: str) -> bool:
+    return text.rstrip()[-1:] in {"。", "！", "!", "~", "～", "…", "."}
+
+
+def test_sentence_marks_are_not_a_sign_of_ok() -> None:
+    # Real sentences (the background) end in 。 or ！ about half the time; templates hardly did, so
+    # the marks had become evidence of `ok` and "…高价回收！" or "…加我。" read as benign. Every
+    # templated label now ends lines with them alike.
+    cfg = GeneratorConfig(seed=0, per_category=600, ok_templated=600, background=600)
+    ex = generate(load_seeds(), cfg)
+    ok_rate = sum(map(_ends_a_sentence, (e.text for e in ex if e.label == "ok"))) / sum(
+        e.label == "ok" for e in ex
+    )
+    for label in ("drug", "fraud", "obscene", "gambling", "ok"):
+        lines = [e.text for e in ex if e.label == label and not e.shape.startswith("background")]
+        rate = sum(map(_ends_a_sentence, lines)) / len(lines)
+        assert rate > ok_rate / 3, (label, rate, ok_rate)
+    off = generate(
+        load_seeds(), GeneratorConfig(seed=0, per_category=600, ok_templated=600, background=0, punct_share=0)
+    )
+    fraud_off = [e.text for e in off if e.label == "fraud"]
+    assert sum(map(_ends_a_sentence, fraud_off)) / len(fraud_off) < ok_rate / 3
