@@ -97,9 +97,12 @@ class ModelParams:
     # 0.65 and dev's benign rate 1.0% on generator seed 0; 2.8% gave 0.67 (0.8%) and less recall.
     # Before the last two seed additions, seed 1 at 2.9% gave 0.62 and 1.2% (one message more).
     # With sentence marks on templated lines (generator punct_share 0.5) and worn-clothes resale as
-    # benign: 0.65 (seed 0) and 0.64 (seed 1), dev benign rate 1.0% on both.
+    # benign: 0.65 (seed 0) and 0.64 (seed 1), dev benign rate 1.0% on both. Round 7 added benign
+    # shapes that read like ads when unseen (local services with a contact, pets looking for a home,
+    # activity buddies): 2.9% then gave 0.72 / 0.71 (dev 0.7% / 0.5%); 3.2% gives 0.67 / 0.66 and
+    # dev 1.0% on both seeds; 3.5% gave 0.62 / 0.61 and 1.2%.
     review_target_background: float = 0.01
-    review_target_shapes: float = 0.029
+    review_target_shapes: float = 0.032
     delete_target_background: float = 0.002
     delete_target_shapes: float = 0.01
     # Floors: on the real dev set, 1 - p(ok) >= 0.5 flagged about 1% of benign messages.
