@@ -567,8 +567,24 @@ class FastScorer:
             name = names.get(col)
             if name is None:
                 name = names[col] = self.name(col)
-            out.append({"feature": name, "weight": round(x, 4)})
+            out.append({"feature": name, "weight": _round4(x)})
         return out
+
+
+def _round4(x: float) -> float:
+    """`round(x, 4)`, without its decimal-string round trip when that is provably not needed.
+
+    round(x, 4) is the double nearest m / 10**4, m the integer nearest to the exact x * 10**4
+    (half to even). y = x * 1e4 is within y * 2**-53 of that product, so when y is further than
+    twice that from a half-integer, the integer nearest y is m, and `m / 10000.0` (m exact as a
+    double, one correctly rounded division) is that same double. Otherwise: `round` itself.
+    """
+    y = x * 10000.0
+    if 0.0 < y < 4503599627370496.0:  # 2**52: m is exact as a double
+        m = round(y)
+        if abs(abs(y - m) - 0.5) > y * 2.220446049250313e-16:  # 2**-52
+            return m / 10000.0
+    return round(x, 4)
 
 
 def fast_arrays(pipeline: Any) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
