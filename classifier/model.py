@@ -831,8 +831,12 @@ class Classifier:
 
 # Every contact pattern (classifier.contacts) needs an ASCII or full-width letter (ids, handles,
 # links) or three digits in a row (phone and QQ numbers): without either, nothing to extract.
-# IGNORECASE as in classifier.contacts, so the same characters count as letters.
-_MAYBE_CONTACT = re.compile(r"[a-z\uff41-\uff5a]|[0-9\uff10-\uff19]{3}", re.IGNORECASE)
+# The letters are what [a-z] and full-width [a-z] match under IGNORECASE, as in
+# classifier.contacts (U+0130, U+0131, U+017F and U+212A included), spelled out: IGNORECASE
+# would keep `re` from skipping in C to where a match can start, and so would a pattern that
+# does not open with one class (a letter or a digit, then which of the two it was).
+_LETTER = "a-zA-Z\uff41-\uff5a\uff21-\uff3a\u0130\u0131\u017f\u212a"
+_MAYBE_CONTACT = re.compile(f"[{_LETTER}0-9\uff10-\uff19](?:(?<=[{_LETTER}])|[0-9\uff10-\uff19]{{2}})")
 
 
 def _extract_contacts(text: str) -> list[Any] | None:

@@ -481,3 +481,16 @@ def test_round4_on_every_tie_neighbour() -> None:
 
     for x in _round4_cases():
         assert struct.pack("<d", m._round4(x)) == struct.pack("<d", round(x, 4)), x
+
+
+def test_maybe_contact_gate_is_the_ignorecase_pattern() -> None:
+    """The gate before extract_contacts, spelled out without IGNORECASE, finds a letter or three
+    digits wherever the IGNORECASE pattern does: every code point alone and among digits."""
+    import re
+
+    ref = re.compile(r"[a-z\uff41-\uff5a]|[0-9\uff10-\uff19]{3}", re.IGNORECASE)
+    gate = m._MAYBE_CONTACT
+    for c in range(0x110000):
+        ch = chr(c)
+        for s in (ch, "1" + ch + "2", "12" + ch, ch + "１2"):
+            assert (gate.search(s) is None) == (ref.search(s) is None), hex(c)
