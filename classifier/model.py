@@ -309,6 +309,10 @@ def choose_thresholds(
 # --- fast path --------------------------------------------------------------------------------
 
 _PARTS = ("word", "char", "contact")  # the vectorizers, in column order
+_add, _left_shift, _bitwise_or, _equal = np.add, np.left_shift, np.bitwise_or, np.equal
+_multiply, _divide, _negative, _matmul = np.multiply, np.true_divide, np.negative, np.matmul
+_ONE = np.ones((), dtype=np.int64)
+_BITS = np.full((), 21, dtype=np.int64)  # bits per code point in a character n-gram key
 _TF_TABLE = 4096  # sublinear tf looked up for counts up to this
 
 
@@ -442,18 +446,22 @@ class FastScorer:
             return [j for j in map(get, self._char_grams(s)) if j is not None]
         if not s:
             return []
-        cp = np.frombuffer(s.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
-        cp += 1
+        # ufuncs called directly, with 0-d array operands: an operator (+, <<, |) dispatches
+        # through the number protocol first, and a Python int is converted on every call.
+        cp = _add(
+            np.frombuffer(s.encode("utf-32-le", "surrogatepass"), dtype=np.uint32), _ONE, dtype=np.int64
+        )
         lo, hi = self._char_range
         grams = [cp] if lo == 1 else []
         k = cp
         for n in range(2, hi + 1):
-            k = (k[:-1] << 21) | cp[n - 1 :]
+            k = _left_shift(k[:-1], _BITS)
+            _bitwise_or(k, cp[n - 1 :], out=k)
             if n >= lo:
                 grams.append(k)
         keys = np.concatenate(grams) if len(grams) > 1 else grams[0]
         idx = keys_sorted.searchsorted(keys)
-        return self._char_cols.take(idx).compress(keys_sorted.take(idx) == keys).tolist()
+        return self._char_cols.take(idx).compress(_equal(keys_sorted.take(idx), keys)).tolist()
 
     def _counted(
         self, text: str, contacts: Sequence[Any] | None
@@ -522,15 +530,16 @@ class FastScorer:
             except ValueError:
                 counts = np.fromiter(cnt.values(), dtype=np.int64, count=n)
             try:
-                v *= self._tf.take(counts)
+                _multiply(v, self._tf.take(counts), out=v)
             except IndexError:  # a count past the table
                 v *= np.log(counts.astype(np.float64)) + 1.0
         for start, end in zip(bounds, [*bounds[1:], n], strict=True):  # each vectorizer: unit length
             seg = v[start:end]
-            seg /= math.sqrt(seg.dot(seg))  # the same BLAS ddot as `seg @ seg`, called for less
+            # `seg /= norm` without the operator's dispatch; the same BLAS ddot as `seg @ seg`
+            _divide(seg, math.sqrt(seg.dot(seg)), out=seg)
         weights = rows[:, 1:]
         # The intercept added in Python: the same IEEE sums as numpy's, one array call fewer.
-        z = [b + x for b, x in zip(self._intercept, (v @ weights).tolist(), strict=True)]
+        z = [b + x for b, x in zip(self._intercept, _matmul(v, weights).tolist(), strict=True)]
         return _Scored(self._softmax(z), c, v, weights)
 
     def _empty_score(self) -> _Scored:
@@ -571,9 +580,9 @@ class FastScorer:
         if s.weights.shape[1] == 1:  # binary: the single column pushes toward classes[1]
             contrib = s.vals * s.weights[:, 0] * (1.0 if ci == 1 else -1.0)
         else:
-            contrib = s.vals * s.weights[:, ci]
+            contrib = _multiply(s.vals, s.weights[:, ci])
         # The largest first, ties in order of first appearance (a stable sort).
-        order = (-contrib).argsort(kind="stable")[:k]
+        order = _negative(contrib).argsort(kind="stable")[:k]
         names = self._names
         out = []
         for col, x in zip(s.cols.take(order).tolist(), contrib.take(order).tolist(), strict=True):
