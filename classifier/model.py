@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import math
+import operator
 import os
 import platform
 import random
@@ -520,26 +521,29 @@ class FastScorer:
         n = len(cnt)
         if not n:
             return self._empty_score()
-        # struct packs the columns in one C loop: cheaper than np.fromiter's per-item conversion
-        c = np.frombuffer(_packer(n).pack(*cnt), dtype=np.int64)
+        # struct packs the columns in one C loop: cheaper than np.fromiter's per-item conversion;
+        # when a column repeats, the counts go in the same call (cheaper than bytes(counts))
+        repeats = n_hits != n
+        if repeats:
+            both = np.frombuffer(_packer(2 * n).pack(*cnt, *cnt.values()), dtype=np.int64)
+            c, counts = both[:n], both[n:]
+        else:
+            c = np.frombuffer(_packer(n).pack(*cnt), dtype=np.int64)
         rows = self._rows.take(c, axis=0)
         v = rows[:, 0]  # idf: tf is 1 unless a column repeats
-        if n_hits != n:  # sublinear tf, 1 + log(count): from a table of np.log's own values
-            try:
-                counts = np.frombuffer(bytes(cnt.values()), dtype=np.uint8)  # counts under 256
-            except ValueError:
-                counts = np.fromiter(cnt.values(), dtype=np.int64, count=n)
+        if repeats:  # sublinear tf, 1 + log(count): from a table of np.log's own values
             try:
                 _multiply(v, self._tf.take(counts), out=v)
             except IndexError:  # a count past the table
                 v *= np.log(counts.astype(np.float64)) + 1.0
-        for start, end in zip(bounds, [*bounds[1:], n], strict=True):  # each vectorizer: unit length
+        for start, end in itertools.pairwise([*bounds, n]):  # each vectorizer: unit length
             seg = v[start:end]
             # `seg /= norm` without the operator's dispatch; the same BLAS ddot as `seg @ seg`
             _divide(seg, math.sqrt(seg.dot(seg)), out=seg)
         weights = rows[:, 1:]
-        # The intercept added in Python: the same IEEE sums as numpy's, one array call fewer.
-        z = [b + x for b, x in zip(self._intercept, _matmul(v, weights).tolist(), strict=True)]
+        # The intercept added in Python: the same IEEE sums as numpy's, one array call fewer
+        # (map with operator.add: no zip, no per-item bytecode).
+        z = list(map(operator.add, self._intercept, _matmul(v, weights).tolist()))
         return _Scored(self._softmax(z), c, v, weights)
 
     def _empty_score(self) -> _Scored:
