@@ -226,15 +226,20 @@ class Normalizer:
         sep_class = _class_from(sep["chars"] + "\u3000", sep["ranges"])
         self._sep_chars = frozenset(sep["chars"]) | {" "}
         # Separators between two Han characters: removed. Whitespace runs elsewhere: one space.
+        # Every match starts with a separator (the space is one), matched ahead of the two
+        # branches: a pattern that opens with a character class lets `re` skip in C to where a
+        # match can start (with a group opening each branch it tried a match at every position).
+        # The lookbehind sits after the first separator for the same reason.
         self._collapse_re = re.compile(
-            # the lookbehind sits after the first separator so `re` can skip ahead to separators
-            rf"(?P<cut>[{sep_class}](?<=[{HAN}](?s:.))[{sep_class}]*(?=[{HAN}]))|(?P<ws>  +)"
+            rf"[{sep_class}](?:(?<=[{HAN}](?s:.))[{sep_class}]*(?=[{HAN}])|(?<= )(?P<ws> +))"
         )
 
         num = tables["numerals"]
         self._digits = str.maketrans(num["digits"])
         num_class = re.escape("".join(num["digits"]))
-        self._num_re = re.compile(rf"[{num_class}0-9]{{{int(num['min_run'])},}}")
+        # The first character spelled out, so the pattern opens with a class (see above).
+        run = f"[{num_class}0-9]"
+        self._num_re = re.compile(rf"{run}{run}{{{int(num['min_run']) - 1},}}")
         self._num_chars = frozenset(num["digits"])
 
         cues = tables["cues"]
@@ -257,7 +262,9 @@ class Normalizer:
             key=lambda n: (-len(n), n),
         )
         alts = "|".join(map(re.escape, names)) or "(?!)"
-        self._face_re = re.compile(rf"\[em\]e\d{{1,8}}\[/em\]|(?<![a-z0-9./:_\-])/(?:{alts})|\[(?:{alts})\]")
+        # Each branch opens with a literal ("[" or "/"; the lookbehind checks the character before
+        # the "/"), so `re` skips in C to those two characters.
+        self._face_re = re.compile(rf"\[em\]e\d{{1,8}}\[/em\]|/(?<![a-z0-9./:_\-]/)(?:{alts})|\[(?:{alts})\]")
 
         pin = tables["pinyin"]
         self._pinyin_re: re.Pattern[str] | None = None
@@ -337,7 +344,7 @@ class Normalizer:
 
     @staticmethod
     def _collapse_one(m: re.Match[str]) -> str:
-        return "" if m.lastgroup == "cut" else " "
+        return " " if m.lastgroup == "ws" else ""
 
     def _num_one(self, m: re.Match[str]) -> str:
         run = m.group()
