@@ -29,6 +29,7 @@ import re
 import threading
 import tomllib
 import unicodedata
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -114,6 +115,37 @@ def _is_han(ch: str) -> bool:
     return _HAN_RE.match(ch) is not None
 
 
+_UNSEEN = "\x00"  # never in a character's mapping: control characters are dropped
+
+
+def _unseen() -> str:
+    return _UNSEEN
+
+
+class _Seen:
+    """`text.translate(table)` for a translate table that fills itself in `__missing__`.
+
+    str.translate looks up a Python subclass of dict (for its __missing__) through a method call
+    per character; a defaultdict, a C subclass, is read like a dict. So the entries seen so far
+    are copied into one whose default marks a code point not seen yet, and only a text with such
+    a character asks `table` (then translates again)."""
+
+    def __init__(self, table: dict[int, Any]) -> None:
+        self._table = table
+        self._seen: defaultdict[int, Any] = defaultdict(_unseen)
+
+    def translate(self, text: str) -> str:
+        out = text.translate(self._seen)
+        if _UNSEEN in out:
+            seen = self._seen
+            for ch in set(text):
+                code = ord(ch)
+                if seen[code] == _UNSEEN:
+                    seen[code] = self._table[code]
+            out = text.translate(seen)
+        return out
+
+
 class _CharMap(dict[int, str]):
     """str.translate table filled on first sight of each code point (a dict hit afterwards)."""
 
@@ -122,6 +154,16 @@ class _CharMap(dict[int, str]):
         self._emoji = emoji
         self._lock = threading.Lock()
         self.irregular = _Irregular(self)
+        self._seen = _Seen(self)
+        self._seen_irregular = _Seen(self.irregular)
+
+    def translate(self, text: str) -> str:
+        """`text.translate(self)`: every character mapped."""
+        return self._seen.translate(text)
+
+    def irregular_in(self, text: str) -> str:
+        """`text.translate(self.irregular)`: the characters that do not map to exactly one."""
+        return self._seen_irregular.translate(text)
 
     def _step(self, ch: str) -> str:
         if ch in self._emoji:
@@ -382,7 +424,7 @@ class Normalizer:
 
     def normalize_chars(self, text: str) -> str:
         """Step 1 alone (per character), for putting table entries in the form steps 2-5 see."""
-        return text.translate(self._cmap)
+        return self._cmap.translate(text)
 
     def normalize_text(self, text: str) -> str:
         """The normalized text alone (same as `normalize(text).text`, without the offset map)."""
@@ -413,7 +455,7 @@ class Normalizer:
         # When tidying changed nothing, the face step leading `make` would look at the very
         # text the same step in `tidy` just found no face in.
         skip = 1 if make[:1] == tidy[:1] else 0
-        s = text.translate(self._cmap)
+        s = self._cmap.translate(text)
         changed = False
         plan: list[tuple[int, ...]] = []
         for _ in range(_MAX_ROUNDS):
@@ -443,7 +485,7 @@ class Normalizer:
     def _offsets(self, text: str, s: str, changed: bool, plan: Plan) -> Normalized:
         """The Normalized result for `text`, whose normalized text `_plain` found to be `s`
         following `plan`."""
-        if not changed and not text.translate(self._cmap.irregular):
+        if not changed and not self._cmap.irregular_in(text):
             # every character mapped to exactly one and no step changed anything: the usual case
             n = len(s)
             return Normalized(original=text, text=s, offsets=tuple(range(n)), ends=tuple(range(1, n + 1)))
@@ -455,8 +497,8 @@ class Normalizer:
         without it, every step of every round, as `_plain` runs them."""
         steps, n_tidy = self._steps_all, len(self._tidy)
         cmap = self._cmap
-        s = text.translate(cmap)
-        if len(s) == len(text) and not text.translate(cmap.irregular):
+        s = cmap.translate(text)
+        if len(s) == len(text) and not cmap.irregular_in(text):
             offs = list(range(len(s)))  # every character mapped to exactly one: the usual case
             ends = list(range(1, len(s) + 1))
         else:
