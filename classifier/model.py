@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import math
+import operator
 import os
 import platform
 import random
@@ -309,6 +310,10 @@ def choose_thresholds(
 # --- fast path --------------------------------------------------------------------------------
 
 _PARTS = ("word", "char", "contact")  # the vectorizers, in column order
+_add, _left_shift, _bitwise_or, _equal = np.add, np.left_shift, np.bitwise_or, np.equal
+_multiply, _divide, _negative, _matmul = np.multiply, np.true_divide, np.negative, np.matmul
+_ONE = np.ones((), dtype=np.int64)
+_BITS = np.full((), 21, dtype=np.int64)  # bits per code point in a character n-gram key
 _TF_TABLE = 4096  # sublinear tf looked up for counts up to this
 
 
@@ -390,6 +395,17 @@ class FastScorer:
         self._char_range = tuple(params.char_ngrams)
         self._word_range = tuple(params.word_ngrams)
         self._word_get = self.maps["word"].get
+        # Word bigrams keyed by their two tokens: a tuple of two strings already hashed (the
+        # unigram lookup hashed them) hashes for less than joining and hashing "a b". Exact for
+        # tokens without a space, i.e. text without whitespace; bigrams of other text are joined.
+        # The tuples hold the unigram keys' own strings where there are some (RSS +1.9 MB, not +5.2).
+        one = {t: t for t in self.maps["word"] if " " not in t}
+        self._pair_get = {
+            (one.get(a, a), one.get(b, b)): j
+            for t, j in self.maps["word"].items()
+            if t.count(" ") == 1
+            for a, b in [t.split(" ")]
+        }.get
         self._contact_get = self.maps["contact"].get
         self._char_keys: np.ndarray | None = None
         # 1 + log(count) for counts up to _TF_TABLE, computed by np.log as the fallback does.
@@ -431,18 +447,22 @@ class FastScorer:
             return [j for j in map(get, self._char_grams(s)) if j is not None]
         if not s:
             return []
-        cp = np.frombuffer(s.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.int64)
-        cp += 1
+        # ufuncs called directly, with 0-d array operands: an operator (+, <<, |) dispatches
+        # through the number protocol first, and a Python int is converted on every call.
+        cp = _add(
+            np.frombuffer(s.encode("utf-32-le", "surrogatepass"), dtype=np.uint32), _ONE, dtype=np.int64
+        )
         lo, hi = self._char_range
         grams = [cp] if lo == 1 else []
         k = cp
         for n in range(2, hi + 1):
-            k = (k[:-1] << 21) | cp[n - 1 :]
+            k = _left_shift(k[:-1], _BITS)
+            _bitwise_or(k, cp[n - 1 :], out=k)
             if n >= lo:
                 grams.append(k)
         keys = np.concatenate(grams) if len(grams) > 1 else grams[0]
         idx = keys_sorted.searchsorted(keys)
-        return self._char_cols.take(idx).compress(keys_sorted.take(idx) == keys).tolist()
+        return self._char_cols.take(idx).compress(_equal(keys_sorted.take(idx), keys)).tolist()
 
     def _counted(
         self, text: str, contacts: Sequence[Any] | None
@@ -459,11 +479,15 @@ class FastScorer:
         cut = self._words._cut or self._words._build()  # text is clean: WordTokenizer minus clean_text
         s = "".join(text.split())  # CharTokenizer drops whitespace characters
         words = cut(text)
-        if len(s) != len(text):  # without whitespace in the text no token can be whitespace
+        spaced = len(s) != len(text)
+        if spaced:  # without whitespace in the text no token can be whitespace (or hold a space)
             words = [t for t in words if not t.isspace()]
         if self._word_range == (1, 2):
             _count_elements(cnt, map(get, words))
-            _count_elements(cnt, map(get, map(" ".join, itertools.pairwise(words))))
+            if spaced:
+                _count_elements(cnt, map(get, map(" ".join, itertools.pairwise(words))))
+            else:
+                _count_elements(cnt, map(self._pair_get, itertools.pairwise(words)))
             n = max(0, 2 * len(words) - 1)
         else:
             grams = ngrams(words, *self._word_range)
@@ -497,25 +521,29 @@ class FastScorer:
         n = len(cnt)
         if not n:
             return self._empty_score()
-        # struct packs the columns in one C loop: cheaper than np.fromiter's per-item conversion
-        c = np.frombuffer(_packer(n).pack(*cnt), dtype=np.int64)
+        # struct packs the columns in one C loop: cheaper than np.fromiter's per-item conversion;
+        # when a column repeats, the counts go in the same call (cheaper than bytes(counts))
+        repeats = n_hits != n
+        if repeats:
+            both = np.frombuffer(_packer(2 * n).pack(*cnt, *cnt.values()), dtype=np.int64)
+            c, counts = both[:n], both[n:]
+        else:
+            c = np.frombuffer(_packer(n).pack(*cnt), dtype=np.int64)
         rows = self._rows.take(c, axis=0)
         v = rows[:, 0]  # idf: tf is 1 unless a column repeats
-        if n_hits != n:  # sublinear tf, 1 + log(count): from a table of np.log's own values
+        if repeats:  # sublinear tf, 1 + log(count): from a table of np.log's own values
             try:
-                counts = np.frombuffer(bytes(cnt.values()), dtype=np.uint8)  # counts under 256
-            except ValueError:
-                counts = np.fromiter(cnt.values(), dtype=np.int64, count=n)
-            try:
-                v *= self._tf.take(counts)
+                _multiply(v, self._tf.take(counts), out=v)
             except IndexError:  # a count past the table
                 v *= np.log(counts.astype(np.float64)) + 1.0
-        for start, end in zip(bounds, [*bounds[1:], n], strict=True):  # each vectorizer: unit length
+        for start, end in itertools.pairwise([*bounds, n]):  # each vectorizer: unit length
             seg = v[start:end]
-            seg /= math.sqrt(seg.dot(seg))  # the same BLAS ddot as `seg @ seg`, called for less
+            # `seg /= norm` without the operator's dispatch; the same BLAS ddot as `seg @ seg`
+            _divide(seg, math.sqrt(seg.dot(seg)), out=seg)
         weights = rows[:, 1:]
-        # The intercept added in Python: the same IEEE sums as numpy's, one array call fewer.
-        z = [b + x for b, x in zip(self._intercept, (v @ weights).tolist(), strict=True)]
+        # The intercept added in Python: the same IEEE sums as numpy's, one array call fewer
+        # (map with operator.add: no zip, no per-item bytecode).
+        z = list(map(operator.add, self._intercept, _matmul(v, weights).tolist()))
         return _Scored(self._softmax(z), c, v, weights)
 
     def _empty_score(self) -> _Scored:
@@ -556,9 +584,9 @@ class FastScorer:
         if s.weights.shape[1] == 1:  # binary: the single column pushes toward classes[1]
             contrib = s.vals * s.weights[:, 0] * (1.0 if ci == 1 else -1.0)
         else:
-            contrib = s.vals * s.weights[:, ci]
+            contrib = _multiply(s.vals, s.weights[:, ci])
         # The largest first, ties in order of first appearance (a stable sort).
-        order = (-contrib).argsort(kind="stable")[:k]
+        order = _negative(contrib).argsort(kind="stable")[:k]
         names = self._names
         out = []
         for col, x in zip(s.cols.take(order).tolist(), contrib.take(order).tolist(), strict=True):
@@ -567,8 +595,24 @@ class FastScorer:
             name = names.get(col)
             if name is None:
                 name = names[col] = self.name(col)
-            out.append({"feature": name, "weight": round(x, 4)})
+            out.append({"feature": name, "weight": _round4(x)})
         return out
+
+
+def _round4(x: float) -> float:
+    """`round(x, 4)`, without its decimal-string round trip when that is provably not needed.
+
+    round(x, 4) is the double nearest m / 10**4, m the integer nearest to the exact x * 10**4
+    (half to even). y = x * 1e4 is within y * 2**-53 of that product, so when y is further than
+    twice that from a half-integer, the integer nearest y is m, and `m / 10000.0` (m exact as a
+    double, one correctly rounded division) is that same double. Otherwise: `round` itself.
+    """
+    y = x * 10000.0
+    if 0.0 < y < 4503599627370496.0:  # 2**52: m is exact as a double
+        m = round(y)
+        if abs(abs(y - m) - 0.5) > y * 2.220446049250313e-16:  # 2**-52
+            return m / 10000.0
+    return round(x, 4)
 
 
 def fast_arrays(pipeline: Any) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
@@ -800,8 +844,12 @@ class Classifier:
 
 # Every contact pattern (classifier.contacts) needs an ASCII or full-width letter (ids, handles,
 # links) or three digits in a row (phone and QQ numbers): without either, nothing to extract.
-# IGNORECASE as in classifier.contacts, so the same characters count as letters.
-_MAYBE_CONTACT = re.compile(r"[a-z\uff41-\uff5a]|[0-9\uff10-\uff19]{3}", re.IGNORECASE)
+# The letters are what [a-z] and full-width [a-z] match under IGNORECASE, as in
+# classifier.contacts (U+0130, U+0131, U+017F and U+212A included), spelled out: IGNORECASE
+# would keep `re` from skipping in C to where a match can start, and so would a pattern that
+# does not open with one class (a letter or a digit, then which of the two it was).
+_LETTER = "a-zA-Z\uff41-\uff5a\uff21-\uff3a\u0130\u0131\u017f\u212a"
+_MAYBE_CONTACT = re.compile(f"[{_LETTER}0-9\uff10-\uff19](?:(?<=[{_LETTER}])|[0-9\uff10-\uff19]{{2}})")
 
 
 def _extract_contacts(text: str) -> list[Any] | None:

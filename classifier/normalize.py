@@ -29,6 +29,7 @@ import re
 import threading
 import tomllib
 import unicodedata
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -114,6 +115,37 @@ def _is_han(ch: str) -> bool:
     return _HAN_RE.match(ch) is not None
 
 
+_UNSEEN = "\x00"  # never in a character's mapping: control characters are dropped
+
+
+def _unseen() -> str:
+    return _UNSEEN
+
+
+class _Seen:
+    """`text.translate(table)` for a translate table that fills itself in `__missing__`.
+
+    str.translate looks up a Python subclass of dict (for its __missing__) through a method call
+    per character; a defaultdict, a C subclass, is read like a dict. So the entries seen so far
+    are copied into one whose default marks a code point not seen yet, and only a text with such
+    a character asks `table` (then translates again)."""
+
+    def __init__(self, table: dict[int, Any]) -> None:
+        self._table = table
+        self._seen: defaultdict[int, Any] = defaultdict(_unseen)
+
+    def translate(self, text: str) -> str:
+        out = text.translate(self._seen)
+        if _UNSEEN in out:
+            seen = self._seen
+            for ch in set(text):
+                code = ord(ch)
+                if seen[code] == _UNSEEN:
+                    seen[code] = self._table[code]
+            out = text.translate(seen)
+        return out
+
+
 class _CharMap(dict[int, str]):
     """str.translate table filled on first sight of each code point (a dict hit afterwards)."""
 
@@ -122,6 +154,16 @@ class _CharMap(dict[int, str]):
         self._emoji = emoji
         self._lock = threading.Lock()
         self.irregular = _Irregular(self)
+        self._seen = _Seen(self)
+        self._seen_irregular = _Seen(self.irregular)
+
+    def translate(self, text: str) -> str:
+        """`text.translate(self)`: every character mapped."""
+        return self._seen.translate(text)
+
+    def irregular_in(self, text: str) -> str:
+        """`text.translate(self.irregular)`: the characters that do not map to exactly one."""
+        return self._seen_irregular.translate(text)
 
     def _step(self, ch: str) -> str:
         if ch in self._emoji:
@@ -226,15 +268,20 @@ class Normalizer:
         sep_class = _class_from(sep["chars"] + "\u3000", sep["ranges"])
         self._sep_chars = frozenset(sep["chars"]) | {" "}
         # Separators between two Han characters: removed. Whitespace runs elsewhere: one space.
+        # Every match starts with a separator (the space is one), matched ahead of the two
+        # branches: a pattern that opens with a character class lets `re` skip in C to where a
+        # match can start (with a group opening each branch it tried a match at every position).
+        # The lookbehind sits after the first separator for the same reason.
         self._collapse_re = re.compile(
-            # the lookbehind sits after the first separator so `re` can skip ahead to separators
-            rf"(?P<cut>[{sep_class}](?<=[{HAN}](?s:.))[{sep_class}]*(?=[{HAN}]))|(?P<ws>  +)"
+            rf"[{sep_class}](?:(?<=[{HAN}](?s:.))[{sep_class}]*(?=[{HAN}])|(?<= )(?P<ws> +))"
         )
 
         num = tables["numerals"]
         self._digits = str.maketrans(num["digits"])
         num_class = re.escape("".join(num["digits"]))
-        self._num_re = re.compile(rf"[{num_class}0-9]{{{int(num['min_run'])},}}")
+        # The first character spelled out, so the pattern opens with a class (see above).
+        run = f"[{num_class}0-9]"
+        self._num_re = re.compile(rf"{run}{run}{{{int(num['min_run']) - 1},}}")
         self._num_chars = frozenset(num["digits"])
 
         cues = tables["cues"]
@@ -257,7 +304,9 @@ class Normalizer:
             key=lambda n: (-len(n), n),
         )
         alts = "|".join(map(re.escape, names)) or "(?!)"
-        self._face_re = re.compile(rf"\[em\]e\d{{1,8}}\[/em\]|(?<![a-z0-9./:_\-])/(?:{alts})|\[(?:{alts})\]")
+        # Each branch opens with a literal ("[" or "/"; the lookbehind checks the character before
+        # the "/"), so `re` skips in C to those two characters.
+        self._face_re = re.compile(rf"\[em\]e\d{{1,8}}\[/em\]|/(?<![a-z0-9./:_\-]/)(?:{alts})|\[(?:{alts})\]")
 
         pin = tables["pinyin"]
         self._pinyin_re: re.Pattern[str] | None = None
@@ -337,7 +386,7 @@ class Normalizer:
 
     @staticmethod
     def _collapse_one(m: re.Match[str]) -> str:
-        return "" if m.lastgroup == "cut" else " "
+        return " " if m.lastgroup == "ws" else ""
 
     def _num_one(self, m: re.Match[str]) -> str:
         run = m.group()
@@ -375,7 +424,7 @@ class Normalizer:
 
     def normalize_chars(self, text: str) -> str:
         """Step 1 alone (per character), for putting table entries in the form steps 2-5 see."""
-        return text.translate(self._cmap)
+        return self._cmap.translate(text)
 
     def normalize_text(self, text: str) -> str:
         """The normalized text alone (same as `normalize(text).text`, without the offset map)."""
@@ -406,7 +455,7 @@ class Normalizer:
         # When tidying changed nothing, the face step leading `make` would look at the very
         # text the same step in `tidy` just found no face in.
         skip = 1 if make[:1] == tidy[:1] else 0
-        s = text.translate(self._cmap)
+        s = self._cmap.translate(text)
         changed = False
         plan: list[tuple[int, ...]] = []
         for _ in range(_MAX_ROUNDS):
@@ -436,7 +485,7 @@ class Normalizer:
     def _offsets(self, text: str, s: str, changed: bool, plan: Plan) -> Normalized:
         """The Normalized result for `text`, whose normalized text `_plain` found to be `s`
         following `plan`."""
-        if not changed and not text.translate(self._cmap.irregular):
+        if not changed and not self._cmap.irregular_in(text):
             # every character mapped to exactly one and no step changed anything: the usual case
             n = len(s)
             return Normalized(original=text, text=s, offsets=tuple(range(n)), ends=tuple(range(1, n + 1)))
@@ -448,8 +497,8 @@ class Normalizer:
         without it, every step of every round, as `_plain` runs them."""
         steps, n_tidy = self._steps_all, len(self._tidy)
         cmap = self._cmap
-        s = text.translate(cmap)
-        if len(s) == len(text) and not text.translate(cmap.irregular):
+        s = cmap.translate(text)
+        if len(s) == len(text) and not cmap.irregular_in(text):
             offs = list(range(len(s)))  # every character mapped to exactly one: the usual case
             ends = list(range(1, len(s) + 1))
         else:

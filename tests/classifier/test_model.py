@@ -453,3 +453,44 @@ def test_integer_char_keys_match_string_ngrams(shipped: m.Classifier) -> None:
     texts += ["", " ", "a", "ab", "\U0010ffff\U0010ffff\U0010ffff", "\x00\x00", "冰 毒 冰毒", "𝕏加微信"]
     for text in texts:
         assert sc._char_hits(text) == [j for j in map(get, sc._char_grams(text)) if j is not None], text
+
+
+def _round4_cases() -> list[float]:
+    """Decimal ties of the fourth place (k + 1/2) / 10**4 and the doubles either side of them."""
+    import math
+
+    out = [0.0, -0.0, 1e-9, 5e-324, -0.00005, 0.00005, 1.00005, 2.5e-5, 1e12, 1e300, math.inf, math.nan]
+    for k in range(0, 400_000, 7):
+        t = (2 * k + 1) / 20_000
+        out += [t, math.nextafter(t, 0.0), math.nextafter(t, math.inf)]
+    return out
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.floats(allow_nan=False, min_value=-1e6, max_value=1e6) | st.sampled_from(_round4_cases()))
+def test_round4_is_round(x: float) -> None:
+    """The top features' weights skip round()'s decimal round trip only where it is provably the
+    same double: bit for bit equal to round(x, 4), ties of the fourth decimal included."""
+    import struct
+
+    assert struct.pack("<d", m._round4(x)) == struct.pack("<d", round(x, 4))
+
+
+def test_round4_on_every_tie_neighbour() -> None:
+    import struct
+
+    for x in _round4_cases():
+        assert struct.pack("<d", m._round4(x)) == struct.pack("<d", round(x, 4)), x
+
+
+def test_maybe_contact_gate_is_the_ignorecase_pattern() -> None:
+    """The gate before extract_contacts, spelled out without IGNORECASE, finds a letter or three
+    digits wherever the IGNORECASE pattern does: every code point alone and among digits."""
+    import re
+
+    ref = re.compile(r"[a-z\uff41-\uff5a]|[0-9\uff10-\uff19]{3}", re.IGNORECASE)
+    gate = m._MAYBE_CONTACT
+    for c in range(0x110000):
+        ch = chr(c)
+        for s in (ch, "1" + ch + "2", "12" + ch, ch + "１2"):
+            assert (gate.search(s) is None) == (ref.search(s) is None), hex(c)

@@ -292,3 +292,17 @@ def test_identity_shortcut_on_project_corpus(norm: Normalizer) -> None:
         assert r == norm._tracked(text), text
         shortcut += r.text == text.translate(norm._cmap)
     assert shortcut > len(texts) // 4  # the shortcut is actually exercised
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.text(max_size=40)
+    | st.text(alphabet=st.sampled_from("加微信冰毒ＡＢ１２\x00\u200b😀𝕏 ,.\ud800"), max_size=40)
+)
+def test_seen_tables_translate_as_the_tables(text: str) -> None:
+    """str.translate through the defaultdict of entries seen so far (unseen characters marked,
+    mapped, then translated again) gives what the self-filling tables give, NUL included."""
+    n = Normalizer()  # a fresh map: every character unseen at first
+    for _ in range(2):  # unseen, then seen
+        assert n._cmap.translate(text) == text.translate(n._cmap)
+        assert n._cmap.irregular_in(text) == text.translate(n._cmap.irregular)
