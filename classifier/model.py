@@ -972,7 +972,11 @@ def train(
     # Normalize and vectorize once; the vocabulary and idf come from all lines (no labels).
     normalized = pipe.named_steps["normalize"].transform([e.text for e in corpus])
     union = pipe.named_steps["features"]
+    # The word and character vectorizers fitted side by side (the same matrices); the saved
+    # pipeline keeps n_jobs=None, so the model files do not change.
+    union.set_params(n_jobs=min(2, os.cpu_count() or 1))
     X = union.fit_transform(normalized)
+    union.set_params(n_jobs=None)
     for _, vec in union.transformer_list:
         if hasattr(vec, "stop_words_"):
             del vec.stop_words_  # terms cut by max_features/min_df: large and unused

@@ -106,6 +106,23 @@ def test_training_is_deterministic(small: m.TrainResult, tiny_seeds: Path) -> No
     assert other.version != small.version
 
 
+def test_vectorizers_fitted_side_by_side_give_the_same_model(small: m.TrainResult) -> None:
+    # train() fits the word and character vectorizers in parallel: the same matrices as one after
+    # the other, and the saved pipeline does not carry the setting.
+    from sklearn.base import clone
+
+    union = small.pipeline.named_steps["features"]
+    assert union.n_jobs is None
+    texts = [
+        e.text
+        for e in generate(load_seeds(), GeneratorConfig(per_category=40, ok_templated=80, background=40))
+    ]
+    normalized = small.pipeline.named_steps["normalize"].transform(texts)
+    sequential = clone(union).fit_transform(normalized)
+    parallel = clone(union).set_params(n_jobs=2).fit_transform(normalized)
+    assert sequential.shape == parallel.shape and (sequential != parallel).nnz == 0
+
+
 def test_persistence_round_trip(small: m.TrainResult, tmp_path: Path) -> None:
     d = m.save(small, tmp_path / "model")
     loaded = classifier.load(d)
