@@ -101,9 +101,11 @@ class ModelParams:
     # benign: 0.65 (seed 0) and 0.64 (seed 1), dev benign rate 1.0% on both. Round 7 added benign
     # shapes that read like ads when unseen (local services with a contact, pets looking for a home,
     # activity buddies): 2.9% then gave 0.72 / 0.71 (dev 0.7% / 0.5%); 3.2% gives 0.67 / 0.66 and
-    # dev 1.0% on both seeds; 3.5% gave 0.62 / 0.61 and 1.2%.
+    # dev 1.0% on both seeds; 3.5% gave 0.62 / 0.61 and 1.2%. Then first-person income and win
+    # stories (and benign money stories against them): 3.2% gave 0.70 / 0.72 (dev 0.7%), 3.3% gives
+    # 0.66 on seed 0 (dev 1.0%, none deleted), 3.4% 0.65 (1.2%).
     review_target_background: float = 0.01
-    review_target_shapes: float = 0.032
+    review_target_shapes: float = 0.033
     delete_target_background: float = 0.002
     delete_target_shapes: float = 0.01
     # Floors: on the real dev set, 1 - p(ok) >= 0.5 flagged about 1% of benign messages.

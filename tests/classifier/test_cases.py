@@ -68,6 +68,19 @@ CASES = [
     ("高价收购闲置银行卡，一张八百，当天结清。", "flag:fraud", "card buying, ending with a full stop"),
     ("在家就能做的兼职，日结两百！有意者私我！", "flag:fraud", "side-job pitch with exclamation marks"),
     ("出自己穿过的丝袜。可以定制。", "flag:obscene", "fetish clothing sale in full sentences"),
+    # --- the pitch told as one's own story (round 7) ---
+    (
+        "我以前也不信，做了两个月手机上的活，现在每月多两三千，想试试的找我",
+        "flag:fraud",
+        "first-person income story + invitation",
+    ),
+    (
+        "上周在一个平台玩牛牛赢了六千，已经提现了，想玩的我发你",
+        "flag:gambling",
+        "first-person win + invitation",
+    ),
+    ("我同事玩网上那种平台输了好几万，劝都劝不住", "pass", "someone's gambling loss told, no invitation"),
+    ("我最近晚上在做代驾，一个月多挣两千多，就是熬人", "pass", "one's own side job told, no invitation"),
     # --- hard negatives: the topic, not a solicitation ---
     ("警方破获贩毒案，缴获冰毒5公斤", "pass", "news about a drug bust"),
     ("反诈提醒：刷单就是诈骗，凡是要先垫付的都是骗子", "pass", "anti-fraud warning"),
