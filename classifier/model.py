@@ -103,9 +103,14 @@ class ModelParams:
     # activity buddies): 2.9% then gave 0.72 / 0.71 (dev 0.7% / 0.5%); 3.2% gives 0.67 / 0.66 and
     # dev 1.0% on both seeds; 3.5% gave 0.62 / 0.61 and 1.2%. Then first-person income and win
     # stories (and benign money stories against them): 3.2% gave 0.70 / 0.72 (dev 0.7%), 3.3% gives
-    # 0.66 on seed 0 (dev 1.0%, none deleted), 3.4% 0.65 (1.2%).
+    # 0.66 on seed 0 (dev 1.0%, none deleted), 3.4% 0.65 (1.2%). Round 8 (porn asked for, clips
+    # priced by the piece; against them media asked for, freelancers' offers, family photos and
+    # videos, memberships shared): 3.4% gave 0.72 / 0.71 (dev 0.7% / 0.8%, macro-F1 0.792 / 0.804);
+    # 3.7% gives 0.66 on seed 0 (dev 1.0%, 0.811) and 1.2% on seed 1 (0.816); 3.8% gave 1.2% on
+    # both. The held-out shape curve is flat here (3.95% at 0.60, 3.34% at 0.72), so one benign
+    # shape more or less moves the threshold by a few hundredths: the README says so.
     review_target_background: float = 0.01
-    review_target_shapes: float = 0.033
+    review_target_shapes: float = 0.037
     delete_target_background: float = 0.002
     delete_target_shapes: float = 0.01
     # Floors: on the real dev set, 1 - p(ok) >= 0.5 flagged about 1% of benign messages.

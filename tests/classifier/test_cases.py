@@ -81,6 +81,13 @@ CASES = [
     ),
     ("我同事玩网上那种平台输了好几万，劝都劝不住", "pass", "someone's gambling loss told, no invitation"),
     ("我最近晚上在做代驾，一个月多挣两千多，就是熬人", "pass", "one's own side job told, no invitation"),
+    # --- porn asked for, and the same asks for honest things (round 8) ---
+    ("求个能看黄片的网站，旧的打不开了", "flag:obscene", "the demand side: a porn site asked for"),
+    ("本人自录视频，二十一个，先付后发", "flag:obscene", "self-made clips priced by the piece"),
+    ("求三体电视剧的资源，网盘链接也行", "pass", "a TV series asked for: 求资源 alone is no sign"),
+    ("谁有B站大会员，借我看个番", "pass", "a video-site membership borrowed"),
+    ("手工编织围巾，一条八十，喜欢的私聊", "pass", "one's own handicraft sold with a price and a contact"),
+    ("我女儿在学芭蕾，录了段视频给奶奶看", "pass", "a family video: 女儿 / 视频 / 看"),
     # --- hard negatives: the topic, not a solicitation ---
     ("警方破获贩毒案，缴获冰毒5公斤", "pass", "news about a drug bust"),
     ("反诈提醒：刷单就是诈骗，凡是要先垫付的都是骗子", "pass", "anti-fraud warning"),
