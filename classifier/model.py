@@ -108,7 +108,9 @@ class ModelParams:
     # videos, memberships shared): 3.4% gave 0.72 / 0.71 (dev 0.7% / 0.8%, macro-F1 0.792 / 0.804);
     # 3.7% gives 0.66 on seed 0 (dev 1.0%, 0.811) and 1.2% on seed 1 (0.816); 3.8% gave 1.2% on
     # both. The held-out shape curve is flat here (3.95% at 0.60, 3.34% at 0.72), so one benign
-    # shape more or less moves the threshold by a few hundredths: the README says so.
+    # shape more or less moves the threshold by a few hundredths: the README says so. Then honest
+    # 代购 against the prescription-free meds offers: 3.7% gives 0.64 on both seeds (dev 1.0% / 1.2%,
+    # macro-F1 0.820 / 0.819).
     review_target_background: float = 0.01
     review_target_shapes: float = 0.037
     delete_target_background: float = 0.002
