@@ -89,6 +89,8 @@ CASES = [
     ("手工编织围巾，一条八十，喜欢的私聊", "pass", "one's own handicraft sold with a price and a contact"),
     ("我女儿在学芭蕾，录了段视频给奶奶看", "pass", "a family video: 女儿 / 视频 / 看"),
     ("帮朋友代购韩国面膜和维生素，月底发货，要的私聊", "pass", "honest 代购: what is bought decides"),
+    ("跑外卖三年了，旺季一天能挣四百", "pass", "a rider's pay: 一天 / 挣 are everyday words"),
+    ("商场周末招促销员，一天两百，学生可以来", "pass", "an honest in-person gig with the day's pay"),
     ("代购安眠药，不用处方，同城可送，私聊", "flag:drug", "prescription-free sleeping pills: the same frame"),
     # --- hard negatives: the topic, not a solicitation ---
     ("警方破获贩毒案，缴获冰毒5公斤", "pass", "news about a drug bust"),
