@@ -39,6 +39,7 @@ from bot.config import Settings
 from bot.context import CONTEXT_TYPES, Context, QinglangApp, Services
 from bot.deletions import Deletions
 from bot.evidence import Evidence, default_spool_dir
+from bot.fast_pass import pass_clean_updates
 from bot.http_client import AiohttpRequest
 from bot.journal import JournalingRequest, UpdateJournal, replay_unfinished
 from bot.logs import add_secret
@@ -347,6 +348,9 @@ def _post_init(
             # Each fetched batch goes to the worker before PTB parses it; it judges with whatever model
             # the services hold then (a /reload forks a new worker).
             fetcher.on_batch = lambda updates: worker.prefetch_updates(updates, services.classifier)
+            if settings.fast_pass:
+                fetcher.on_fetched = lambda updates: pass_clean_updates(updates, services)
+                fetcher.read_ahead = True
         metrics.read_spool_depth(services.spool_depth)
         await metrics.serve(
             lambda: check_health(application.bot_data.services),

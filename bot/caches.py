@@ -76,6 +76,11 @@ class ChatSettingsCache:
         self._entries[chat_id] = (now + self._ttl, policy)
         return policy
 
+    def peek(self, chat_id: int) -> ChatPolicy | None:
+        """The chat's settings if cached and fresh, without reading the database (None otherwise)."""
+        hit = self._entries.get(chat_id)
+        return hit[1] if hit is not None and hit[0] > self._clock() else None
+
     def invalidate(self, chat_id: int | None = None) -> None:
         """Forget one chat's settings (after a change), or every chat's."""
         if chat_id is None:
@@ -134,6 +139,11 @@ class AdminCache:
         stale = hit[1] if hit is not None else ChatAdmins(frozenset(), (), {}, ok=False)
         self._entries[chat_id] = (now + min(self._ttl, self.FAILURE_TTL), stale)
         return stale
+
+    def peek(self, chat_id: int) -> ChatAdmins | None:
+        """The chat's admins if a successful lookup is cached and fresh (None otherwise)."""
+        hit = self._entries.get(chat_id)
+        return hit[1] if hit is not None and hit[0] > self._clock() and hit[1].ok else None
 
     async def is_admin(self, chat_id: int, user_id: int) -> bool:
         return user_id in (await self.get(chat_id)).user_ids

@@ -112,6 +112,7 @@ class WorkerStats:
     from_worker: int = 0
     in_process: int = 0  # not ready in time, not prefetched, or the worker is gone
     rejudged: int = 0  # per-chat thresholds changed the label: classified again in-process
+    fast_passed: int = 0  # clean messages passed before PTB parsed them (bot/fast_pass.py)
     forks: int = 0
     deaths: int = 0
 
@@ -341,6 +342,33 @@ class ClassifyWorker:
         else:
             self.stats.in_process += 1
         return model.classify(text, thresholds=thresholds, reasons="flagged"), source
+
+    async def ready(
+        self, wanted: Sequence[tuple[Key, str]], model: Any, *, limit: float = WAIT_LIMIT
+    ) -> dict[Key, Verdict]:
+        """The worker's verdicts (model thresholds) for these messages that arrive within `limit`
+        seconds; they stay filed for `verdict()` until `discard()`."""
+        if model is not self.model or self._conn is None:
+            return {}
+        mine = [
+            (key, p) for key, text in wanted if (p := self._pending.get(key)) is not None and p.text == text
+        ]
+        if not mine:
+            return {}
+        self._read()
+        last = max(p.seq for _, p in mine)
+        if self._answered < last and self._reading and self._send(("want", last)):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + limit
+            while self._answered < last and self._conn is not None:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                if self._arrival is None:
+                    self._arrival = loop.create_future()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._arrival), remaining)
+        return {key: Verdict(*p.fields) for key, p in mine if p.fields is not None}
 
     async def _await_answer(self, pending: _Pending) -> bool:
         """Wait, without using the CPU, for a verdict the worker is close to; False when it is not close,

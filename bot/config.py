@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         description="Classify fetched batches ahead of the handlers in a second (forked) process; "
         "off: everything in the bot's process",
     )
+    fast_pass: bool = Field(
+        default=True,
+        description="Pass plain text messages the classifier worker found clean before PTB parses them "
+        "(chat settings and admins cached, verdict in time); off: every message through the handlers",
+    )
     batch_deletions: bool = Field(
         default=True,
         description="Carry out the model's deletions in batches behind the handlers (one evidence commit, "

@@ -24,9 +24,11 @@ import sqlite3
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from telegram import Update
 from telegram.request import BaseRequest, RequestData
@@ -104,6 +106,14 @@ class UpdateJournal:
                 db.execute("ROLLBACK")
                 raise
             return new
+
+    def forget(self, update_ids: Iterable[int]) -> None:
+        """Drop entries fetched ahead and never handed to PTB: fetched again, they are new."""
+        ids = [(int(u),) for u in update_ids]
+        with self._lock:
+            db = self._db()
+            db.executemany("DELETE FROM updates WHERE update_id = ?", ids)
+            db.commit()
 
     def mark_done(self, update_ids: Iterable[int], *, flush: bool = True) -> int:
         """Handlers have finished with these updates. With flush=False the marks wait for `flush_done`
@@ -270,8 +280,16 @@ class JournalingRequest(DelegatingRequest):
         super().__init__(inner)
         self.journal = journal
         self.on_batch: Callable[[list[dict[str, Any]]], object] | None = None
+        # Then the ids of updates already handled (bot/fast_pass.py): PTB gets only their update_id.
+        self.on_fetched: Callable[[list[dict[str, Any]]], Awaitable[set[int]]] | None = None
+        self.read_ahead = False  # fetch the next batch while this one is handled (see do_request)
+        self._ahead: tuple[int, asyncio.Future[_Fetched]] | None = None
         # The last body parsed here and what it parsed to: PTB's parse of the same bytes reuses it.
         self._parsed: tuple[bytes, dict[str, Any]] | None = None
+
+    async def shutdown(self) -> None:
+        await self.cancel_ahead()
+        await super().shutdown()
 
     def parse_json_payload(self, payload: bytes) -> dict[str, Any]:  # type: ignore[override]
         """PTB's JSON parse of a response (a public hook): a getUpdates body was parsed already."""
@@ -290,17 +308,70 @@ class JournalingRequest(DelegatingRequest):
         connect_timeout: Any = BaseRequest.DEFAULT_NONE,
         pool_timeout: Any = BaseRequest.DEFAULT_NONE,
     ) -> tuple[int, bytes]:
-        code, body = await super().do_request(
-            url,
-            method,
-            request_data,
-            read_timeout=read_timeout,
-            write_timeout=write_timeout,
-            connect_timeout=connect_timeout,
-            pool_timeout=pool_timeout,
-        )
-        if code != 200 or not url.endswith("/getUpdates"):
-            return code, body
+        timeouts = {
+            "read_timeout": read_timeout,
+            "write_timeout": write_timeout,
+            "connect_timeout": connect_timeout,
+            "pool_timeout": pool_timeout,
+        }
+        if not url.endswith("/getUpdates"):
+            return await super().do_request(url, method, request_data, **timeouts)
+        params = request_data.parameters if request_data is not None else {}
+        fetched = await self._take_ahead(params.get("offset"))
+        if fetched is None:
+            fetched = await self._fetch(url, method, request_data, timeouts)
+        limit = int(str(params.get("limit") or 100))
+        if self.read_ahead and len(fetched.updates) >= limit and request_data is not None:
+            # A full batch: more are waiting. Fetch the next one now (no long poll), before waiting for
+            # this one's verdicts: the worker goes on to it while PTB and the handlers deal with this one.
+            offset = max(int(u["update_id"]) for u in fetched.updates) + 1
+            # The parameters go in the query string (the Bot API reads them there too): PTB's
+            # RequestData is final, and its parameter type private.
+            query = urlencode({**request_data.json_parameters, "offset": str(offset), "timeout": "0"})
+            fetch = self._fetch(f"{url}?{query}", method, None, timeouts)
+            self._ahead = (offset, asyncio.ensure_future(fetch))
+        if fetched.updates and fetched.payload is not None and self.on_fetched is not None:
+            try:
+                handled = await self.on_fetched(fetched.updates)
+            except Exception:  # the handlers judge them instead
+                log.exception("passing clean messages of a fetched batch failed")
+                handled = set()
+            if handled:
+                # Not encoded again: PTB reads the payload through `parse_json_payload` (body unchanged).
+                fetched.payload["result"] = [
+                    {"update_id": u["update_id"]} if u["update_id"] in handled else u for u in fetched.updates
+                ]
+        if fetched.payload is not None:
+            self._parsed = (fetched.body, fetched.payload)
+        return fetched.code, fetched.body
+
+    async def _take_ahead(self, offset: object) -> _Fetched | None:
+        """The batch fetched ahead, when it is the one PTB asks for now."""
+        if self._ahead is None:
+            return None
+        ahead_offset, task = self._ahead
+        self._ahead = None
+        try:
+            fetched = await task
+        except Exception:  # fetched again below, as if never fetched ahead
+            log.warning("fetching updates ahead failed", exc_info=True)
+            return None
+        if fetched.code == 200 and offset == ahead_offset:
+            return fetched
+        if fetched.updates and self.journal is not None:  # PTB asked for another offset: fetched again
+            await asyncio.to_thread(self.journal.forget, [u["update_id"] for u in fetched.updates])
+        return None
+
+    async def cancel_ahead(self) -> None:
+        """At shutdown: drop a batch fetched ahead (unconfirmed, so Telegram sends it again)."""
+        await self._take_ahead(object())
+
+    async def _fetch(
+        self, url: str, method: str, request_data: RequestData | None, timeouts: dict[str, Any]
+    ) -> _Fetched:
+        code, body = await super().do_request(url, method, request_data, **timeouts)
+        if code != 200:
+            return _Fetched(code, body, None, [])
         split = split_updates(body)
         if split is None:  # not the shape Telegram sends: parsed and encoded again
             payload = json.loads(body)
@@ -309,7 +380,7 @@ class JournalingRequest(DelegatingRequest):
             payload, raws = split
         updates = payload.get("result") or []
         if not updates:
-            return code, body
+            return _Fetched(code, body, payload, [])
         if self.journal is not None:
             if raws is None:
                 new = await asyncio.to_thread(self.journal.add, updates)
@@ -326,8 +397,17 @@ class JournalingRequest(DelegatingRequest):
                 self.on_batch(updates)
             except Exception:  # only a head start: the handlers judge every message regardless
                 log.exception("prefetching a fetched batch failed")
-        self._parsed = (body, payload)
-        return code, body
+        return _Fetched(code, body, payload, updates)
+
+
+@dataclass(slots=True)
+class _Fetched:
+    """A getUpdates answer: status, body as received, what it parsed to, the updates (journaled)."""
+
+    code: int
+    body: bytes
+    payload: dict[str, Any] | None
+    updates: list[dict[str, Any]]
 
 
 async def replay_unfinished(

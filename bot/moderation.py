@@ -191,6 +191,66 @@ def message_record(update: Update) -> MessageRecord | None:
     )
 
 
+_NOT_PLAIN = ("forward_origin", "via_bot", "sender_chat", "is_automatic_forward", "caption")
+
+
+def plain_text_record(update: Mapping[str, Any]) -> MessageRecord | None:
+    """`message_record` of a raw update (as getUpdates sends it) when it is a plain text message in a
+    group: a new message, not an edit, forward, channel post, command or media; None for anything else.
+
+    For bot/fast_pass.py, which passes clean messages without PTB building its objects; a test holds it
+    equal to `message_record` of the parsed update."""
+    message = update.get("message")
+    if not isinstance(message, dict) or len(update) != 2:  # update_id + message, nothing else
+        return None
+    text = message.get("text")
+    chat = message.get("chat")
+    user = message.get("from")
+    if not isinstance(text, str) or not text or text.startswith("/") or not isinstance(chat, dict):
+        return None
+    if chat.get("type") not in ("group", "supergroup") or not isinstance(user, dict):
+        return None
+    if any(message.get(k) for k in _NOT_PLAIN):
+        return None
+    links: list[str] = []
+    for entity in message.get("entities") or ():
+        kind = entity.get("type")
+        if kind == "bot_command":
+            return None
+        if kind == "text_link" and entity.get("url"):
+            links.append(entity["url"])
+    markup = message.get("reply_markup")
+    if markup is not None:
+        for row in markup.get("inline_keyboard") or ():
+            for button in row:
+                if button.get("url"):
+                    links.append(f"{button.get('text')} {button['url']}")
+    try:
+        first, last = user.get("first_name") or "", user.get("last_name")
+        return MessageRecord(
+            chat_id=int(chat["id"]),
+            chat_title=chat.get("title"),
+            message_id=int(message["message_id"]),
+            thread_id=message.get("message_thread_id") if message.get("is_topic_message") else None,
+            sender_id=int(user["id"]),
+            sender_username=user.get("username"),
+            sender_name=f"{first} {last}" if last else first,
+            sender_chat_id=None,
+            is_automatic_forward=False,
+            message_date=dt.datetime.fromtimestamp(int(message["date"]), dt.UTC),
+            is_edit=False,
+            edit_date=None,
+            text=text,
+            hidden_links=tuple(links),
+            media_kind=None,
+            media_file_unique_id=None,
+            forward_origin=None,
+            is_service=False,
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 # --- pure decisions ---------------------------------------------------------------------------
 
 SkipReason = Literal["service", "empty", "anonymous_admin", "linked_channel", "self", "admin", "trusted"]

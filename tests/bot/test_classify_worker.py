@@ -324,3 +324,108 @@ def test_only_a_real_model_gets_a_worker() -> None:
 
     assert not ClassifyWorker.usable(Fake())
     assert ClassifyWorker.usable(shared_model())
+
+
+# --- clean messages passed before PTB parses them (bot/fast_pass.py) ---------------------------------
+
+
+def _raw(message: dict[str, Any], update_id: int = 7) -> dict[str, Any]:
+    base = {
+        "message_id": 42,
+        "date": 1_790_000_000,
+        "chat": {"id": GROUP, "type": "supergroup", "title": "工作进程测试群"},
+        "from": {"id": MEMBER, "is_bot": False, "first_name": "小", "last_name": "王", "username": "xw"},
+        "text": "明天下午三点开会",
+    }
+    return {"update_id": update_id, "message": {**base, **message}}
+
+
+PLAIN = [
+    _raw({}),
+    _raw({"from": {"id": MEMBER, "is_bot": False, "first_name": "小王"}}),
+    _raw({"message_thread_id": 5, "is_topic_message": True}),
+    _raw(
+        {
+            "text": "看这里",
+            "entities": [{"type": "text_link", "offset": 0, "length": 3, "url": "https://x.example/a"}],
+        }
+    ),
+    _raw({"reply_markup": {"inline_keyboard": [[{"text": "进群", "url": "https://t.me/joinx"}]]}}),
+    _raw({"chat": {"id": -4001, "type": "group", "title": "小群"}}),
+]
+NOT_PLAIN = [
+    _raw({"text": "/status"}),
+    _raw({"text": "状态 /status", "entities": [{"type": "bot_command", "offset": 3, "length": 7}]}),
+    _raw({"chat": {"id": MEMBER, "type": "private", "first_name": "小王"}}),
+    _raw({"forward_origin": {"type": "hidden_user", "date": 1_790_000_000, "sender_user_name": "某人"}}),
+    _raw({"sender_chat": {"id": GROUP, "type": "supergroup", "title": "工作进程测试群"}}),
+    _raw({"via_bot": {"id": 77, "is_bot": True, "first_name": "inline"}}),
+    _raw(
+        {
+            "text": None,
+            "caption": "出冰 加V",
+            "photo": [{"file_id": "a", "file_unique_id": "b", "width": 1, "height": 1}],
+        }
+    ),
+    {"update_id": 8, "edited_message": _raw({"edit_date": 1_790_000_100})["message"]},
+]
+
+
+@pytest.mark.parametrize("raw", PLAIN)
+def test_plain_text_record_is_the_handlers_record(raw: dict[str, Any]) -> None:
+    from bot.moderation import plain_text_record
+
+    assert plain_text_record(raw) == message_record(Update.de_json(raw, None))
+
+
+@pytest.mark.parametrize("raw", NOT_PLAIN)
+def test_anything_but_a_plain_text_message_goes_to_the_handlers(raw: dict[str, Any]) -> None:
+    from bot.moderation import plain_text_record
+
+    raw["message" if "message" in raw else "edited_message"] = {
+        k: v for k, v in (raw.get("message") or raw["edited_message"]).items() if v is not None
+    }
+    assert plain_text_record(raw) is None
+
+
+async def test_clean_messages_pass_before_ptb_and_are_still_observed(running: Running) -> None:
+    worker = running.services.classify_worker
+    assert worker is not None
+    await running.stream(4)  # caches the chat's settings and admins, launches the worker
+    await _alive(worker)
+    running.outcomes.clear()
+    flagged = await running.stream(200, first_sender=4)
+    assert worker.stats.fast_passed > 0, "clean messages of a queued burst skip PTB's parse"
+    assert len(running.outcomes) == 200, "every message is observed, passed early or not"
+    assert {r.message_id for r, o in running.outcomes if o.status == "deleted"} == flagged
+    clean = [(r, o) for r, o in running.outcomes if r.text in CLEAN]
+    assert clean and all(o.status == "ok" for _, o in clean)
+    assert all(r.sender_name and r.message_date.tzinfo is not None for r, _ in clean)
+
+
+async def test_a_chats_own_threshold_keeps_a_message_from_the_fast_pass(running: Running) -> None:
+    worker = running.services.classify_worker
+    assert worker is not None
+    await running.stream(4)
+    await _alive(worker)
+    text = "上班之余想搞个副业，大家有什么建议吗"
+    model = running.services.classifier
+    assert model.classify(text).action == "pass"
+    assert model.classify(text, thresholds={"fraud": 0.02}).action != "pass", "the premise of this test"
+    running.emu.message(GROUP, ADMIN, "/threshold fraud 0.02")
+    await running.emu.wait_for(
+        lambda: (
+            running.services.chats.peek(GROUP) is None or bool(running.services.chats.peek(GROUP).thresholds)
+        ),
+        timeout=20,
+    )
+    await running.stream(4, first_sender=10)  # the chat's new settings cached again
+    before = worker.stats.fast_passed
+    running.outcomes.clear()
+    sent = running.emu.message(GROUP, MEMBER, text)
+    await running.emu.wait_for(
+        lambda: any(r.message_id == sent["message_id"] for r, _ in running.outcomes), timeout=30
+    )
+    outcome = next(o for r, o in running.outcomes if r.message_id == sent["message_id"])
+    assert outcome.status != "ok", "judged by the handler under the chat's threshold"
+    assert worker.stats.fast_passed == before

@@ -319,3 +319,77 @@ async def _in_database(url: str, message_id: int) -> bool:
         return False
     finally:
         await engine.dispose()
+
+
+class _Queue:
+    """A getUpdates client over a list of pending updates: offset and limit as Telegram reads them."""
+
+    def __init__(self, count: int) -> None:
+        self.updates = [{"update_id": i, "message": {"text": f"m{i}"}} for i in range(1, count + 1)]
+        self.calls: list[tuple[int | None, int | None]] = []  # (offset, timeout) of each request
+        self.read_timeout = 5.0
+
+    async def initialize(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+    async def do_request(
+        self, url: str, method: str, request_data: Any = None, **kwargs: Any
+    ) -> tuple[int, bytes]:
+        import json
+        from urllib.parse import parse_qsl, urlsplit
+
+        if request_data is not None:
+            params = request_data.parameters
+        else:  # a batch fetched ahead: the parameters in the query string, JSON-encoded
+            params = {k: json.loads(v) for k, v in parse_qsl(urlsplit(url).query)}
+        offset, limit = params.get("offset"), int(params.get("limit") or 100)
+        self.calls.append((offset, params.get("timeout")))
+        batch = [u for u in self.updates if offset is None or u["update_id"] >= offset][:limit]
+        return 200, json.dumps({"ok": True, "result": batch}).encode()
+
+
+def _ask(offset: int | None, limit: int) -> Any:
+    """getUpdates parameters as PTB's Bot builds them."""
+    from telegram.request import RequestData
+    from telegram.request._requestparameter import RequestParameter  # how PTB builds them
+
+    fields = {"limit": limit, "timeout": 10, **({"offset": offset} if offset is not None else {})}
+    return RequestData([RequestParameter.from_input(k, v) for k, v in fields.items()])
+
+
+async def _poll(request: JournalingRequest, offset: int | None, limit: int) -> list[dict[str, Any]]:
+    """One getUpdates as PTB makes it, the result as PTB reads it (through parse_json_payload)."""
+    _, body = await request.do_request("http://x/botT/getUpdates", "POST", _ask(offset, limit))
+    return list(request.parse_json_payload(body)["result"])
+
+
+async def test_a_full_batch_fetches_the_next_one_ahead_and_nothing_is_lost(tmp_path: Path) -> None:
+    telegram = _Queue(5)
+    journal = UpdateJournal(tmp_path / "j.sqlite3")
+    request = JournalingRequest(telegram, journal)  # type: ignore[arg-type]
+    request.read_ahead = True
+    seen: list[int] = []
+    offset = None
+    for _ in range(4):
+        batch = await _poll(request, offset, limit=2)
+        seen += [u["update_id"] for u in batch if "message" in u]
+        offset = max([u["update_id"] for u in batch], default=(offset or 1) - 1) + 1
+    assert seen == [1, 2, 3, 4, 5], "each update once, in order"
+    # the long poll, two batches fetched ahead without one (timeout 0), then a long poll again
+    assert telegram.calls == [(None, 10), (3, 0), (5, 0), (6, 10)]
+    assert [u["update_id"] for u in journal.unfinished()] == [1, 2, 3, 4, 5]
+    journal.close()
+
+
+async def test_a_batch_fetched_ahead_and_never_taken_is_new_when_fetched_again(tmp_path: Path) -> None:
+    telegram = _Queue(5)
+    journal = UpdateJournal(tmp_path / "j.sqlite3")
+    request = JournalingRequest(telegram, journal)  # type: ignore[arg-type]
+    request.read_ahead = True
+    assert [u["update_id"] for u in await _poll(request, None, limit=2)] == [1, 2]
+    await request.shutdown()  # the batch fetched ahead (3, 4) is dropped from the journal
+    assert [u["update_id"] for u in journal.unfinished()] == [1, 2]
+    again = await _poll(request, 3, limit=2)
+    assert [u["update_id"] for u in again if "message" in u] == [3, 4], "not taken for a resent update"
+    journal.close()
