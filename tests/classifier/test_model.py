@@ -468,6 +468,16 @@ def test_integer_char_keys_match_string_ngrams(shipped: m.Classifier) -> None:
     cfg = GeneratorConfig(seed=17, per_category=100, ok_templated=200, background=200)
     texts = [shipped.normalizer.normalize_text(e.text) for e in generate(load_seeds(), cfg)]
     texts += ["", " ", "a", "ab", "\U0010ffff\U0010ffff\U0010ffff", "\x00\x00", "冰 毒 冰毒", "𝕏加微信"]
+    # what the UTF-16 windows cannot key (the dict then): U+0000, the U+FFFF padding, two units
+    texts += [
+        "加\x00微信",
+        "\uffff",
+        "a\uffff\uffffb",
+        "加微\uffff信",
+        "\ud83d\ude00加",
+        "加微信😀",
+        "\ufffe\ufffd",
+    ]
     for text in texts:
         assert sc._char_hits(text) == [j for j in map(get, sc._char_grams(text)) if j is not None], text
 
@@ -501,13 +511,19 @@ def test_round4_on_every_tie_neighbour() -> None:
 
 
 def test_maybe_contact_gate_is_the_ignorecase_pattern() -> None:
-    """The gate before extract_contacts, spelled out without IGNORECASE, finds a letter or three
-    digits wherever the IGNORECASE pattern does: every code point alone and among digits."""
+    """The gate before extract_contacts, spelled out without IGNORECASE, finds three digits, a
+    letter and four id characters, a domain's dot or "://" wherever the IGNORECASE pattern does:
+    every code point alone and in each place of each alternative."""
     import re
 
-    ref = re.compile(r"[a-z\uff41-\uff5a]|[0-9\uff10-\uff19]{3}", re.IGNORECASE)
+    letter = "a-z\uff41-\uff5a"
+    ref = re.compile(
+        f"[0-9\uff10-\uff19]{{3}}|[{letter}][-_{letter}0-9]{{4}}|[{letter}0-9]\\.[{letter}]{{2}}|://",
+        re.IGNORECASE,
+    )
     gate = m._MAYBE_CONTACT
+    contexts = ("{}", "1{}2", "12{}", "{}１2", "{}bcd_", "a{}c-e", "x{}.cn", "a.{}b", "{}//", ":{}/")
     for c in range(0x110000):
         ch = chr(c)
-        for s in (ch, "1" + ch + "2", "12" + ch, ch + "１2"):
-            assert (gate.search(s) is None) == (ref.search(s) is None), hex(c)
+        for s in (ctx.format(ch) for ctx in contexts):
+            assert (gate.search(s) is None) == (ref.search(s) is None), (hex(c), s)
