@@ -594,9 +594,14 @@ class FastScorer:
         order = _negative(contrib).argsort(kind="stable")[:k]
         names = self._names
         out = []
-        for col, x in zip(s.cols.take(order).tolist(), contrib.take(order).tolist(), strict=True):
+        # .item() for the few read (up to k, fewer once one is not positive): cheaper than
+        # a take and a tolist of each array
+        value_at, col_at = contrib.item, s.cols.item
+        for i in order.tolist():
+            x = value_at(i)
             if x <= 0:
                 break  # the rest are smaller
+            col = col_at(i)
             name = names.get(col)
             if name is None:
                 name = names[col] = self.name(col)
@@ -708,10 +713,18 @@ class Classifier:
         firsts = "".join(map(re.escape, sorted(self._terms)))
         seconds = "".join(map(re.escape, sorted({nt[1] for nt in terms if len(nt) > 1})))
         self._term_re = None
+        # The terms to try at a candidate, by its first two characters (most candidates have
+        # none), or by the first alone when some term is one character long.
+        self._prefix = 2
         if any(len(nt) == 1 for nt in terms):  # a one-character term: every first character
             self._term_re = re.compile(f"[{firsts}]")
+            self._prefix = 1
         elif terms:
             self._term_re = re.compile(f"[{firsts}](?=[{seconds}])")
+        self._by_prefix: dict[str, list[tuple[str, str, str]]] = {}
+        for lst in self._terms.values():
+            for entry in lst:  # in the order of self._terms: found terms keep their order
+                self._by_prefix.setdefault(entry[0][: self._prefix], []).append(entry)
 
     @property
     def pipeline(self) -> Any:
@@ -749,12 +762,14 @@ class Classifier:
         found = []
         n = len(text)
         nxt = 0
+        k = self._prefix
+        by_prefix = self._by_prefix
         for m in self._term_re.finditer(text):
             i = m.start()
             if i < nxt:
                 continue
             step = 1
-            for nt, _term, cat in self._terms.get(text[i], ()):
+            for nt, _term, cat in by_prefix.get(text[i : i + k], ()):
                 if text.startswith(nt, i):
                     end = i + len(nt)
                     if nt.isascii() and (

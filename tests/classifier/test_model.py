@@ -527,3 +527,46 @@ def test_maybe_contact_gate_is_the_ignorecase_pattern() -> None:
         ch = chr(c)
         for s in (ctx.format(ch) for ctx in contexts):
             assert (gate.search(s) is None) == (ref.search(s) is None), (hex(c), s)
+
+
+def _reference_terms(clf: m.Classifier, text: str) -> list[tuple[str, str, int, int]]:
+    """Seed terms found the plain way: at each position every term that starts there (longest
+    first), then on past the longest; ASCII terms only as whole words."""
+    entries = sorted(
+        (e for lst in clf._terms.values() for e in lst), key=lambda e: (e[0][0], -len(e[0]), e[0], e[2])
+    )
+    found = []
+    i = 0
+    while i < len(text):
+        step = 1
+        for nt, _term, cat in entries:
+            end = i + len(nt)
+            if text[i:end] != nt:
+                continue
+            around = (text[i - 1 : i], text[end : end + 1])
+            if nt.isascii() and any(c.isascii() and c.isalnum() for c in around):
+                continue
+            found.append((nt, cat, i, end))
+            step = max(step, len(nt))
+        i += step
+    return found
+
+
+def test_find_terms_matches_the_plain_search(shipped: m.Classifier) -> None:
+    """The two-class prefilter and the two-character index find what trying every term at every
+    position finds; with a one-character term, the first-character path does too."""
+    cfg = GeneratorConfig(seed=23, per_category=60, ok_templated=120, background=120)
+    texts = [shipped.normalizer.normalize_text(e.text) for e in generate(load_seeds(), cfg)]
+    texts += ["", "冰", "冰毒冰毒", "sd", "asd", "sd1", "出冰出冰毒", "k粉k粉", "大麻大麻叶"]
+    one_char = m.Classifier(
+        shipped.scorer,
+        lexicon=[("冰", "drug"), ("冰毒", "drug"), ("sd", "obscene"), ("大麻", "drug"), ("k", "drug")],
+        categories=shipped.categories,
+        thresholds=shipped.thresholds,
+        version="test",
+        sidecar={},
+    )
+    assert shipped._prefix == 2 and one_char._prefix == 1
+    for clf in (shipped, one_char):
+        for text in texts:
+            assert clf._find_terms(text) == _reference_terms(clf, text), text
