@@ -892,7 +892,16 @@ def _extract_contacts(text: str) -> list[Any] | None:
 
 
 def _clean(text: Any) -> str:
-    return clean_text(text)  # lone surrogates cannot leave Python (rjieba is Rust)
+    """clean_text(text): lone surrogates cannot leave Python (rjieba is Rust)."""
+    if type(text) is str:
+        # Encoding to UTF-8 fails only on a surrogate, and costs less than clean_text's search.
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            pass
+        else:
+            return text
+    return clean_text(text)
 
 
 # --- training ---------------------------------------------------------------------------------

@@ -570,3 +570,31 @@ def test_find_terms_matches_the_plain_search(shipped: m.Classifier) -> None:
     for clf in (shipped, one_char):
         for text in texts:
             assert clf._find_terms(text) == _reference_terms(clf, text), text
+
+
+class _Str(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "加微信",
+        "a\ud800b",
+        "\udfff",
+        "\ud83d\ude00",
+        "😀",
+        _Str("x\ud800"),
+        _Str("ok"),
+        None,
+        12345,
+        b"\xff",
+    ],
+)
+def test_clean_is_clean_text(value: object) -> None:
+    """The classifier's quick surrogate check cleans exactly as clean_text does."""
+    from classifier.features import clean_text
+
+    assert m._clean(value) == clean_text(value)
+    assert type(m._clean(value)) is type(clean_text(value))
