@@ -482,6 +482,24 @@ def test_integer_char_keys_match_string_ngrams(shipped: m.Classifier) -> None:
         assert sc._char_hits(text) == [j for j in map(get, sc._char_grams(text)) if j is not None], text
 
 
+def test_char_keys_together_are_the_keys_one_by_one(shipped: m.Classifier) -> None:
+    """The vectorized keys equal _char_key gram by gram (-1 for None): on the shipped vocabulary,
+    with grams the UTF-16 keys cannot hold, and on the per-gram path (an empty or a long gram)."""
+    grams = list(shipped.scorer.maps["char"])
+    odd = ["a\x00", "\uffff", "𝕏", "x\uffffy", "加\ud800", "\ud83d\ude00", "\x00"]
+    for batch in (
+        grams,
+        grams[:500] + odd,
+        ["冰", "冰毒", "出冰毒", "a", "ab"],
+        [],
+        ["", "a"],
+        ["abcd", *odd],
+        ["abcd", "a"],
+    ):
+        expected = [-1 if (k := m._char_key(g)) is None else k for g in batch]
+        assert m._char_keys_of(batch).tolist() == expected
+
+
 def _round4_cases() -> list[float]:
     """Decimal ties of the fourth place (k + 1/2) / 10**4 and the doubles either side of them."""
     import math
