@@ -320,10 +320,10 @@ def choose_thresholds(
 # --- fast path --------------------------------------------------------------------------------
 
 _PARTS = ("word", "char", "contact")  # the vectorizers, in column order
-_add, _left_shift, _bitwise_or, _equal = np.add, np.left_shift, np.bitwise_or, np.equal
+_bitwise_and, _equal = np.bitwise_and, np.equal
 _multiply, _divide, _negative, _matmul = np.multiply, np.true_divide, np.negative, np.matmul
-_ONE = np.ones((), dtype=np.int64)
-_BITS = np.full((), 21, dtype=np.int64)  # bits per code point in a character n-gram key
+_INT64_LE = np.dtype("<i8")
+_PAD = "\uffff" * 3  # after the text, so that every four-unit window lies in the buffer
 _TF_TABLE = 4096  # sublinear tf looked up for counts up to this
 
 
@@ -333,13 +333,35 @@ def _packer(n: int) -> struct.Struct:
     return struct.Struct(f"={n}q")
 
 
-def _char_key(gram: str) -> int:
-    """A character n-gram (n <= 3) as one integer: code points + 1, 21 bits each, so n-grams
-    of different lengths never share a key."""
-    key = 0
-    for ch in gram:
-        key = (key << 21) | (ord(ch) + 1)
-    return key
+def _char_key(gram: str) -> int | None:
+    """A character n-gram (n <= 3) as one integer: its UTF-16 code units, 16 bits each, the first
+    lowest (what a little-endian int64 read at the gram's first unit holds, masked to its length).
+    None for a gram with U+0000 or U+FFFF (U+0000 would make "a" and "a\0" one key; U+FFFF pads
+    the text) or a character outside the Basic Multilingual Plane (two units); without zero units,
+    n-grams of different lengths never share a key."""
+    units = gram.encode("utf-16-le", "surrogatepass")
+    if len(gram) > 3 or len(units) != 2 * len(gram) or "\0" in gram or "\uffff" in gram:
+        return None
+    return int.from_bytes(units, "little")
+
+
+def _char_keys_of(grams: Sequence[str]) -> np.ndarray:
+    """`_char_key` of every gram, -1 for None: the grams' code points decoded together and
+    gathered by numpy (a Python call per gram cost the model's load ~40 ms)."""
+    lengths = np.fromiter(map(len, grams), dtype=np.intp, count=len(grams))
+    if not len(grams) or (lengths < 1).any() or (lengths > 3).any():
+        return np.array([-1 if (key := _char_key(g)) is None else key for g in grams], dtype=np.int64)
+    points = np.frombuffer("".join(grams).encode("utf-32-le", "surrogatepass"), dtype="<u4").astype(np.int64)
+    starts = np.cumsum(lengths) - lengths
+    # U+0000, U+FFFF and anything past the BMP (two UTF-16 units) leave a gram without a key;
+    # every other code point is its own UTF-16 unit (a lone surrogate too, with surrogatepass).
+    unkeyed = np.logical_or.reduceat((points == 0) | (points >= 0xFFFF), starts)
+    padded = np.append(points, np.zeros(3, dtype=np.int64))
+    keys = np.zeros(len(grams), dtype=np.int64)
+    for j in range(3):
+        keys |= np.where(lengths > j, padded[starts + j] << (16 * j), 0)
+    keys[unkeyed] = -1
+    return keys
 
 
 class _Scored(NamedTuple):
@@ -418,15 +440,20 @@ class FastScorer:
         }.get
         self._contact_get = self.maps["contact"].get
         self._char_keys: np.ndarray | None = None
+        self._char_masks = np.zeros((0, 1), dtype=np.int64)
         # 1 + log(count) for counts up to _TF_TABLE, computed by np.log as the fallback does.
         self._tf = np.log(np.arange(_TF_TABLE + 1, dtype=np.float64).clip(1.0)) + 1.0
         self._intercept = self.intercept.tolist()
         self._char_cols = np.zeros(0, dtype=np.intp)
         lo, hi = self._char_range
-        if 1 <= lo <= hi <= 3:  # 3 x 21 bits fit an int64; longer n-grams use the dict
-            keys = np.array([_char_key(k) for k in self.maps["char"]], dtype=np.int64)
-            cols = np.fromiter(self.maps["char"].values(), dtype=np.intp, count=len(keys))
+        if 1 <= lo <= hi <= 3:  # 3 x 16 bits fit an int64; longer n-grams use the dict
+            all_keys = _char_keys_of(list(self.maps["char"]))
+            keyed = all_keys >= 0
+            keys = all_keys[keyed]
+            cols = np.fromiter(self.maps["char"].values(), dtype=np.intp, count=len(all_keys))[keyed]
             order = np.argsort(keys)
+            # One row per n-gram length: the bits of the first n units of a window.
+            self._char_masks = np.array([[(1 << 16 * n) - 1] for n in range(lo, hi + 1)], dtype=np.int64)
             # A sentinel above every key: searchsorted never points past the end.
             self._char_keys = np.append(keys[order], np.iinfo(np.int64).max)
             self._char_cols = np.append(cols[order], -1)
@@ -452,27 +479,23 @@ class FastScorer:
     def _char_cols_of(self, s: str) -> list[int]:
         """`_char_hits` of `s`, whitespace already dropped."""
         keys_sorted = self._char_keys
-        if keys_sorted is None:
+        n = len(s)
+        # The text as UTF-16 code units, and at each character a little-endian int64 window of
+        # four units: masked to n units, the key of the n-gram starting there (`_char_key`). The
+        # windows are one strided view of the encoded bytes, every n-gram length a row of it, so
+        # one `bitwise_and` makes all the keys in the vectorizer's order (all 1-grams, then all
+        # 2-grams, ...); the windows that run into the padding hold U+FFFF, in no key. Text the
+        # keys cannot represent (U+0000, U+FFFF, characters outside the BMP) uses the dict.
+        units = (s + _PAD).encode("utf-16-le", "surrogatepass")
+        if keys_sorted is None or len(units) != 2 * n + 6 or "\0" in s or "\uffff" in s:
             get = self.maps["char"].get
             return [j for j in map(get, self._char_grams(s)) if j is not None]
-        if not s:
+        if not n:
             return []
-        # ufuncs called directly, with 0-d array operands: an operator (+, <<, |) dispatches
-        # through the number protocol first, and a Python int is converted on every call.
-        cp = _add(
-            np.frombuffer(s.encode("utf-32-le", "surrogatepass"), dtype=np.uint32), _ONE, dtype=np.int64
-        )
-        lo, hi = self._char_range
-        grams = [cp] if lo == 1 else []
-        k = cp
-        for n in range(2, hi + 1):
-            k = _left_shift(k[:-1], _BITS)
-            _bitwise_or(k, cp[n - 1 :], out=k)
-            if n >= lo:
-                grams.append(k)
-        keys = np.concatenate(grams) if len(grams) > 1 else grams[0]
+        window = np.ndarray((len(self._char_masks), n), _INT64_LE, units, 0, (0, 2))
+        keys = _bitwise_and(window, self._char_masks)
         idx = keys_sorted.searchsorted(keys)
-        return self._char_cols.take(idx).compress(_equal(keys_sorted.take(idx), keys)).tolist()
+        return self._char_cols.take(idx)[_equal(keys_sorted.take(idx), keys)].tolist()
 
     def _counted(
         self, text: str, contacts: Sequence[Any] | None
@@ -599,9 +622,14 @@ class FastScorer:
         order = _negative(contrib).argsort(kind="stable")[:k]
         names = self._names
         out = []
-        for col, x in zip(s.cols.take(order).tolist(), contrib.take(order).tolist(), strict=True):
+        # .item() for the few read (up to k, fewer once one is not positive): cheaper than
+        # a take and a tolist of each array
+        value_at, col_at = contrib.item, s.cols.item
+        for i in order.tolist():
+            x = value_at(i)
             if x <= 0:
                 break  # the rest are smaller
+            col = col_at(i)
             name = names.get(col)
             if name is None:
                 name = names[col] = self.name(col)
@@ -704,18 +732,27 @@ class Classifier:
                 self._terms.setdefault(nt[0], []).append((nt, term, cat))
         for lst in self._terms.values():
             lst.sort(key=lambda x: (-len(x[0]), x[0], x[2]))
-        # Where some term starts: its first character, then a lookahead for the rest; each
-        # match is one character long, so finditer finds overlapping starts. Leading with a
-        # literal per branch lets `re` skip in C to the characters that can start a term (a
-        # lookahead over all terms at every position cost more than the rest of _find_terms).
-        branches = []
-        for first, lst in sorted(self._terms.items()):
-            rests = sorted({nt[1:] for nt, _t, _c in lst}, key=lambda t: (-len(t), t))
-            if "" in rests:
-                branches.append(re.escape(first))
-            else:
-                branches.append(re.escape(first) + "(?=" + "|".join(map(re.escape, rests)) + ")")
-        self._term_re = re.compile("|".join(branches)) if branches else None
+        # Where some term may start: a first character of a term, then a second character of
+        # one (a term's own pair is checked per position below). Two character classes let `re`
+        # skip in C to the candidates; a branch per first character with a lookahead for the
+        # rest made `re` try all 254 branches in turn at every candidate (~30k instructions a
+        # message). Each match is one character long, so finditer finds overlapping starts.
+        terms = [nt for lst in self._terms.values() for nt, _t, _c in lst]
+        firsts = "".join(map(re.escape, sorted(self._terms)))
+        seconds = "".join(map(re.escape, sorted({nt[1] for nt in terms if len(nt) > 1})))
+        self._term_re = None
+        # The terms to try at a candidate, by its first two characters (most candidates have
+        # none), or by the first alone when some term is one character long.
+        self._prefix = 2
+        if any(len(nt) == 1 for nt in terms):  # a one-character term: every first character
+            self._term_re = re.compile(f"[{firsts}]")
+            self._prefix = 1
+        elif terms:
+            self._term_re = re.compile(f"[{firsts}](?=[{seconds}])")
+        self._by_prefix: dict[str, list[tuple[str, str, str]]] = {}
+        for lst in self._terms.values():
+            for entry in lst:  # in the order of self._terms: found terms keep their order
+                self._by_prefix.setdefault(entry[0][: self._prefix], []).append(entry)
 
     @property
     def pipeline(self) -> Any:
@@ -753,12 +790,14 @@ class Classifier:
         found = []
         n = len(text)
         nxt = 0
+        k = self._prefix
+        by_prefix = self._by_prefix
         for m in self._term_re.finditer(text):
             i = m.start()
             if i < nxt:
                 continue
             step = 1
-            for nt, _term, cat in self._terms.get(text[i], ()):
+            for nt, _term, cat in by_prefix.get(text[i : i + k], ()):
                 if text.startswith(nt, i):
                     end = i + len(nt)
                     if nt.isascii() and (
@@ -852,18 +891,26 @@ class Classifier:
         return [self.classify(t, thresholds) for t in texts]
 
 
-# Every contact pattern (classifier.contacts) needs an ASCII or full-width letter (ids, handles,
-# links) or three digits in a row (phone and QQ numbers): without either, nothing to extract.
-# The letters are what [a-z] and full-width [a-z] match under IGNORECASE, as in
-# classifier.contacts (U+0130, U+0131, U+017F and U+212A included), spelled out: IGNORECASE
-# would keep `re` from skipping in C to where a match can start, and so would a pattern that
-# does not open with one class (a letter or a digit, then which of the two it was).
+# Every contact pattern (classifier.contacts) needs one of: three digits in a row (phone and QQ
+# numbers), a letter and four id characters (WeChat ids, Telegram handles, wxid_), a letter or
+# digit, a dot and two letters (a domain and its top-level domain, t.me), or "://" (links). Without
+# any of them there is nothing to extract (a lone letter, "加v", "1.5": of the bench messages 40%
+# have a letter or three digits, 33% one of these). Letters are what [a-z] and
+# full-width [a-z] match under IGNORECASE, as in classifier.contacts (U+0130, U+0131, U+017F and
+# U+212A included), spelled out: IGNORECASE would keep `re` from skipping in C to where a match
+# can start, and so would a pattern that does not open with one class (the first character,
+# then which alternative it opens).
 _LETTER = "a-zA-Z\uff41-\uff5a\uff21-\uff3a\u0130\u0131\u017f\u212a"
-_MAYBE_CONTACT = re.compile(f"[{_LETTER}0-9\uff10-\uff19](?:(?<=[{_LETTER}])|[0-9\uff10-\uff19]{{2}})")
+_DIGIT = "0-9\uff10-\uff19"
+_MAYBE_CONTACT = re.compile(
+    f"[{_LETTER}{_DIGIT}:](?:(?<=[{_DIGIT}])[{_DIGIT}]{{2}}|(?<=[{_LETTER}])[-_{_LETTER}0-9]{{4}}"
+    f"|(?<=[{_LETTER}0-9])\\.[{_LETTER}]{{2}}|(?<=:)//)"
+)
 
 
 def _extract_contacts(text: str) -> list[Any] | None:
-    """extract_contacts(text), skipped for text without a letter or digit; None on failure."""
+    """extract_contacts(text), skipped for text that no contact pattern can match; None on
+    failure."""
     if _MAYBE_CONTACT.search(text) is None:
         return []
     try:
@@ -873,7 +920,16 @@ def _extract_contacts(text: str) -> list[Any] | None:
 
 
 def _clean(text: Any) -> str:
-    return clean_text(text)  # lone surrogates cannot leave Python (rjieba is Rust)
+    """clean_text(text): lone surrogates cannot leave Python (rjieba is Rust)."""
+    if type(text) is str:
+        # Encoding to UTF-8 fails only on a surrogate, and costs less than clean_text's search.
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            pass
+        else:
+            return text
+    return clean_text(text)
 
 
 # --- training ---------------------------------------------------------------------------------

@@ -505,8 +505,36 @@ def test_integer_char_keys_match_string_ngrams(shipped: m.Classifier) -> None:
     cfg = GeneratorConfig(seed=17, per_category=100, ok_templated=200, background=200)
     texts = [shipped.normalizer.normalize_text(e.text) for e in generate(load_seeds(), cfg)]
     texts += ["", " ", "a", "ab", "\U0010ffff\U0010ffff\U0010ffff", "\x00\x00", "冰 毒 冰毒", "𝕏加微信"]
+    # what the UTF-16 windows cannot key (the dict then): U+0000, the U+FFFF padding, two units
+    texts += [
+        "加\x00微信",
+        "\uffff",
+        "a\uffff\uffffb",
+        "加微\uffff信",
+        "\ud83d\ude00加",
+        "加微信😀",
+        "\ufffe\ufffd",
+    ]
     for text in texts:
         assert sc._char_hits(text) == [j for j in map(get, sc._char_grams(text)) if j is not None], text
+
+
+def test_char_keys_together_are_the_keys_one_by_one(shipped: m.Classifier) -> None:
+    """The vectorized keys equal _char_key gram by gram (-1 for None): on the shipped vocabulary,
+    with grams the UTF-16 keys cannot hold, and on the per-gram path (an empty or a long gram)."""
+    grams = list(shipped.scorer.maps["char"])
+    odd = ["a\x00", "\uffff", "𝕏", "x\uffffy", "加\ud800", "\ud83d\ude00", "\x00"]
+    for batch in (
+        grams,
+        grams[:500] + odd,
+        ["冰", "冰毒", "出冰毒", "a", "ab"],
+        [],
+        ["", "a"],
+        ["abcd", *odd],
+        ["abcd", "a"],
+    ):
+        expected = [-1 if (k := m._char_key(g)) is None else k for g in batch]
+        assert m._char_keys_of(batch).tolist() == expected
 
 
 def _round4_cases() -> list[float]:
@@ -538,13 +566,90 @@ def test_round4_on_every_tie_neighbour() -> None:
 
 
 def test_maybe_contact_gate_is_the_ignorecase_pattern() -> None:
-    """The gate before extract_contacts, spelled out without IGNORECASE, finds a letter or three
-    digits wherever the IGNORECASE pattern does: every code point alone and among digits."""
+    """The gate before extract_contacts, spelled out without IGNORECASE, finds three digits, a
+    letter and four id characters, a domain's dot or "://" wherever the IGNORECASE pattern does:
+    every code point alone and in each place of each alternative."""
     import re
 
-    ref = re.compile(r"[a-z\uff41-\uff5a]|[0-9\uff10-\uff19]{3}", re.IGNORECASE)
+    letter = "a-z\uff41-\uff5a"
+    ref = re.compile(
+        f"[0-9\uff10-\uff19]{{3}}|[{letter}][-_{letter}0-9]{{4}}|[{letter}0-9]\\.[{letter}]{{2}}|://",
+        re.IGNORECASE,
+    )
     gate = m._MAYBE_CONTACT
+    contexts = ("{}", "1{}2", "12{}", "{}１2", "{}bcd_", "a{}c-e", "x{}.cn", "a.{}b", "{}//", ":{}/")
     for c in range(0x110000):
         ch = chr(c)
-        for s in (ch, "1" + ch + "2", "12" + ch, ch + "１2"):
-            assert (gate.search(s) is None) == (ref.search(s) is None), hex(c)
+        for s in (ctx.format(ch) for ctx in contexts):
+            assert (gate.search(s) is None) == (ref.search(s) is None), (hex(c), s)
+
+
+def _reference_terms(clf: m.Classifier, text: str) -> list[tuple[str, str, int, int]]:
+    """Seed terms found the plain way: at each position every term that starts there (longest
+    first), then on past the longest; ASCII terms only as whole words."""
+    entries = sorted(
+        (e for lst in clf._terms.values() for e in lst), key=lambda e: (e[0][0], -len(e[0]), e[0], e[2])
+    )
+    found = []
+    i = 0
+    while i < len(text):
+        step = 1
+        for nt, _term, cat in entries:
+            end = i + len(nt)
+            if text[i:end] != nt:
+                continue
+            around = (text[i - 1 : i], text[end : end + 1])
+            if nt.isascii() and any(c.isascii() and c.isalnum() for c in around):
+                continue
+            found.append((nt, cat, i, end))
+            step = max(step, len(nt))
+        i += step
+    return found
+
+
+def test_find_terms_matches_the_plain_search(shipped: m.Classifier) -> None:
+    """The two-class prefilter and the two-character index find what trying every term at every
+    position finds; with a one-character term, the first-character path does too."""
+    cfg = GeneratorConfig(seed=23, per_category=60, ok_templated=120, background=120)
+    texts = [shipped.normalizer.normalize_text(e.text) for e in generate(load_seeds(), cfg)]
+    texts += ["", "冰", "冰毒冰毒", "sd", "asd", "sd1", "出冰出冰毒", "k粉k粉", "大麻大麻叶"]
+    one_char = m.Classifier(
+        shipped.scorer,
+        lexicon=[("冰", "drug"), ("冰毒", "drug"), ("sd", "obscene"), ("大麻", "drug"), ("k", "drug")],
+        categories=shipped.categories,
+        thresholds=shipped.thresholds,
+        version="test",
+        sidecar={},
+    )
+    assert shipped._prefix == 2 and one_char._prefix == 1
+    for clf in (shipped, one_char):
+        for text in texts:
+            assert clf._find_terms(text) == _reference_terms(clf, text), text
+
+
+class _Str(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "加微信",
+        "a\ud800b",
+        "\udfff",
+        "\ud83d\ude00",
+        "😀",
+        _Str("x\ud800"),
+        _Str("ok"),
+        None,
+        12345,
+        b"\xff",
+    ],
+)
+def test_clean_is_clean_text(value: object) -> None:
+    """The classifier's quick surrogate check cleans exactly as clean_text does."""
+    from classifier.features import clean_text
+
+    assert m._clean(value) == clean_text(value)
+    assert type(m._clean(value)) is type(clean_text(value))
