@@ -180,3 +180,49 @@ async def test_updates_wait_at_the_gate_until_the_services_are_up() -> None:
     gate.open()
     await waiting
     assert done == [1]
+
+
+async def test_the_gate_gives_the_event_loop_a_turn_between_queued_updates() -> None:
+    # PTB takes queued updates back to back without yielding: without a turn now and then, the next
+    # getUpdates (its journal commit, the classifier worker's head start) would wait for an empty queue.
+    import asyncio
+
+    from bot.app import YIELD_EVERY, ServicesGate
+
+    gate = ServicesGate()
+    gate.open()
+    turns: list[int] = []
+    handled: list[int] = []
+
+    async def polling() -> None:  # stands for the fetch of the next batch
+        while True:
+            turns.append(len(handled))
+            await asyncio.sleep(0)
+
+    async def handle(i: int) -> None:  # a handler that never suspends, like a clean message's
+        handled.append(i)
+
+    fetcher = asyncio.create_task(polling())
+    await asyncio.sleep(0)
+    turns.clear()
+    for i in range(YIELD_EVERY * 4):
+        await gate.process_update(i, handle(i))
+    fetcher.cancel()
+    assert handled == list(range(YIELD_EVERY * 4))
+    assert turns == [YIELD_EVERY * k for k in range(1, 5)], "one turn every YIELD_EVERY updates"
+
+
+def test_polling_fetches_ahead_but_never_without_limit(tmp_path: Path) -> None:
+    from botenv import shared_model
+
+    from bot.app import UPDATE_QUEUE_SIZE, build_application
+    from bot.config import Settings
+
+    config = Settings(
+        telegram_token="123:AAqueue-test-token-0123456789abcdefghij",  # type: ignore[arg-type]
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'q.db'}",
+        _env_file=None,  # type: ignore[call-arg]
+    )
+    app = build_application(config, classifier=shared_model())
+    assert app.update_queue.maxsize == UPDATE_QUEUE_SIZE >= 200, "room for the next getUpdates batch"
+    assert app.updater is not None and app.updater.update_queue is app.update_queue
