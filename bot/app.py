@@ -78,11 +78,6 @@ ALLOWED_UPDATES = [
 
 GROUP_CHAT_TYPES = frozenset({Chat.GROUP, Chat.SUPERGROUP})
 
-# Updates handled back to back before the event loop gets a turn (ServicesGate), and how many fetched
-# updates may wait for their handlers before polling pauses (a few getUpdates batches of 100).
-YIELD_EVERY = 8
-UPDATE_QUEUE_SIZE = 400
-
 
 class _GroupMessages(filters.UpdateFilter):
     """Group and supergroup messages and their edits: text, captions, forwards, via-bot messages.
@@ -227,20 +222,12 @@ class ServicesGate(BaseUpdateProcessor):
     services, polling starts while the model loads, and no update is judged before it can be.
 
     `finished` is called with each update once all its handler groups have run (the journal's
-    done-mark): here rather than in a last handler group, which every update would pay to dispatch.
-
-    PTB takes queued updates one after another without yielding to the event loop, so under load the
-    next getUpdates (its response, its journal commit, handing it to the classifier worker) used to wait
-    until the queue ran dry: the bot then sat idle through the journal's fsync and waited for verdicts
-    of a batch the worker had only just received. Every `YIELD_EVERY` updates the loop gets a turn, so
-    the next batch is fetched, journaled and judged while this one is handled (the queue is bounded:
-    `UPDATE_QUEUE_SIZE`)."""
+    done-mark): here rather than in a last handler group, which every update would pay to dispatch."""
 
     def __init__(self, finished: Callable[[object], None] | None = None) -> None:
         super().__init__(max_concurrent_updates=1)
         self._open = asyncio.Event()
         self.finished = finished
-        self._since_yield = 0
 
     def open(self) -> None:
         self._open.set()
@@ -251,10 +238,6 @@ class ServicesGate(BaseUpdateProcessor):
         await coroutine  # PTB's process_update: handler errors went to the error handlers
         if self.finished is not None:
             self.finished(update)
-        self._since_yield += 1
-        if self._since_yield >= YIELD_EVERY:
-            self._since_yield = 0
-            await asyncio.sleep(0)
 
     async def initialize(self) -> None:
         pass
@@ -462,8 +445,6 @@ def build_application(
         .context_types(CONTEXT_TYPES)
         # Sequential on purpose: for handlers this cheap, PTB runs 3-4x slower with concurrent updates.
         .concurrent_updates(gate)
-        # Bounded: polling fetches ahead while updates are handled (ServicesGate), never without limit.
-        .update_queue(asyncio.Queue(maxsize=UPDATE_QUEUE_SIZE))
         .post_init(_post_init(settings, classifier, observers or [], journal, fetcher, gate, defer_services))
         .post_stop(_post_stop)
         .post_shutdown(_post_shutdown)
