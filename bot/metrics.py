@@ -16,19 +16,19 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+import math
+import time
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import urlsplit
 
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 from sqlalchemy import text
 
 from bot.telegram_io import ErrorKind
@@ -49,18 +49,74 @@ CLASSIFY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 HANDLE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+class Tally:
+    """A histogram's counts as plain numbers: `observe` costs a bisect and two additions, against
+    prometheus_client's lock and bucket loop (it runs for every message)."""
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.bounds = tuple(float(b) for b in buckets)
+        self.counts = [0] * (len(self.bounds) + 1)  # the last: above every bound (+Inf only)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def family(self, name: str, documentation: str, created: float) -> HistogramMetricFamily:
+        """The histogram as prometheus_client's own `Histogram` would expose it."""
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        family = HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.sum)
+        family.samples.append(Sample(f"{name}_created", {}, created))
+        return family
+
+
+class MessageTallies(Collector):
+    """What is counted for every group message, as plain numbers on the event loop (the only thread
+    that observes or scrapes), exposed at each scrape under the names and types they always had."""
+
+    def __init__(self) -> None:
+        self.created = time.time()
+        self.seen: dict[str, int] = {}  # by outcome status
+        self.sources: dict[str, int] = {}  # verdicts by where they were computed
+        self.classify = Tally(CLASSIFY_BUCKETS)
+        self.handled = Tally(HANDLE_BUCKETS)
+
+    def collect(self) -> Iterator[Metric]:
+        seen = CounterMetricFamily(
+            "qinglang_messages_seen",
+            "Group messages and edits seen by moderation, by outcome status",
+            labels=["status"],
+        )
+        for status, count in self.seen.items():
+            seen.add_metric([status], count, created=self.created)
+        yield seen
+        sources = CounterMetricFamily(
+            "qinglang_verdicts",
+            "Verdicts by where they were computed: the classifier worker ahead of the handler, or the "
+            "bot's own process (worker behind, gone or off; per-chat thresholds changed the label)",
+            labels=["source"],
+        )
+        for source, count in self.sources.items():
+            sources.add_metric([source], count, created=self.created)
+        yield sources
+        yield self.classify.family("qinglang_classify_seconds", "Time to classify one message", self.created)
+        yield self.handled.family(
+            "qinglang_end_to_end_seconds",
+            "Time from a group message reaching its handler to the end of its moderation "
+            "(evidence committed, Telegram actions done)",
+            self.created,
+        )
+
+
 class Metrics:
     """The bot's collectors, in a registry of their own."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.messages = Counter(
-            "qinglang_messages_seen",
-            "Group messages and edits seen by moderation, by outcome status",
-            ["status"],
-            registry=r,
-        )
         self.incidents = Counter(
             "qinglang_incidents",
             "Incidents recorded, by category and the action taken",
@@ -84,33 +140,13 @@ class Metrics:
             "Evidence entries waiting in the local spool for the database",
             registry=r,
         )
-        self.verdicts = Counter(
-            "qinglang_verdicts",
-            "Verdicts by where they were computed: the classifier worker ahead of the handler, or the "
-            "bot's own process (worker behind, gone or off; per-chat thresholds changed the label)",
-            ["source"],
-            registry=r,
-        )
-        self.classify_seconds = Histogram(
-            "qinglang_classify_seconds",
-            "Time to classify one message",
-            buckets=CLASSIFY_BUCKETS,
-            registry=r,
-        )
-        self.end_to_end_seconds = Histogram(
-            "qinglang_end_to_end_seconds",
-            "Time from a group message reaching its handler to the end of its moderation "
-            "(evidence committed, Telegram actions done)",
-            buckets=HANDLE_BUCKETS,
-            registry=r,
-        )
+        # Counted for every message: plain tallies, read at each scrape (`MessageTallies`).
+        self.tallies = MessageTallies()
+        r.register(self.tallies)
         # Zeros from the start, so a rate() over the first failure is not lost.
         for kind in get_args(ErrorKind):
             self.delete_failures.labels(kind=kind)
         self.spool_depth.set(0)
-        # Label children looked up once: observe() runs for every message.
-        self._by_status: dict[str, Any] = {}
-        self._by_source: dict[str, Any] = {}
         self.server: MetricsServer | None = None
 
     def read_spool_depth(self, depth: Callable[[], float] | None) -> None:
@@ -122,27 +158,24 @@ class Metrics:
 
     def observe(self, record: MessageRecord, outcome: Outcome) -> None:
         """App observer: count one moderated message (never its content)."""
-        counter = self._by_status.get(outcome.status)
-        if counter is None:
-            counter = self._by_status[outcome.status] = self.messages.labels(status=outcome.status)
-        if "decided_by" not in outcome.extra:  # an admin's delete acts on a message already counted
-            counter.inc()
-        source = outcome.extra.get("verdict_source")
+        tallies = self.tallies
+        extra = outcome.extra
+        if "decided_by" not in extra:  # an admin's delete acts on a message already counted
+            seen = tallies.seen
+            seen[outcome.status] = seen.get(outcome.status, 0) + 1
+        source = extra.get("verdict_source")
         if isinstance(source, str):
-            counter = self._by_source.get(source)
-            if counter is None:
-                counter = self._by_source[source] = self.verdicts.labels(source=source)
-            counter.inc()
+            tallies.sources[source] = tallies.sources.get(source, 0) + 1
+        classify = extra.get("classify_seconds")
+        if isinstance(classify, float):
+            tallies.classify.observe(classify)
+        handled = extra.get("handled_seconds")
+        if isinstance(handled, float):
+            tallies.handled.observe(handled)
         if outcome.status in INCIDENT_ACTIONS:
             self.incidents.labels(category=outcome.category or "unknown", action=outcome.status).inc()
         if outcome.status == "delete_failed":
             self.delete_failures.labels(kind=str(outcome.extra.get("delete_error_kind") or "unknown")).inc()
-        classify = outcome.extra.get("classify_seconds")
-        if isinstance(classify, float):
-            self.classify_seconds.observe(classify)
-        handled = outcome.extra.get("handled_seconds")
-        if isinstance(handled, float):
-            self.end_to_end_seconds.observe(handled)
 
     def api_error(self, method: str, kind: str) -> None:
         """SafeTelegram callback: one Bot API call ended in an error."""

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from botenv import shared_model
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import ALLOWED_UPDATES, build_application
@@ -25,6 +26,7 @@ from bot.config import Settings
 from bot.emulator import Emulator
 from bot.logfmt import JsonFormatter, KeyValueFormatter
 from bot.logs import REDACTED, add_secret
+from bot.metrics import CLASSIFY_BUCKETS, HANDLE_BUCKETS, Metrics
 from bot.moderation import Outcome
 
 BOT_ID = 777000333
@@ -166,6 +168,54 @@ async def test_counters_and_histograms_move_with_the_messages(ops: OpsEnv) -> No
     scraped = (await ops.get("/metrics")).text + (await ops.get("/healthz")).text
     for secret in (SPAM, "bing8888", TOKEN, TOKEN.split(":")[1]):
         assert secret not in scraped, "metrics and health never carry content or the token"
+
+
+def _scraped(exposition: bytes, names: tuple[str, ...]) -> dict[tuple[str, tuple[Any, ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(exposition.decode()):
+        if family.name in names:
+            for sample in family.samples:
+                created = sample.name.endswith("_created")  # a time: only its presence is compared
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = 1.0 if created else sample.value
+    return out
+
+
+def test_per_message_tallies_scrape_as_prometheus_client_would() -> None:
+    """Messages, verdict sources and both histograms are plain tallies on the hot path: a scrape shows
+    the very samples prometheus_client's own Counter and Histogram would for the same messages."""
+    ours = Metrics()
+    reference = CollectorRegistry()
+    seen = Counter("qinglang_messages_seen", "seen", ["status"], registry=reference)
+    sources = Counter("qinglang_verdicts", "sources", ["source"], registry=reference)
+    classify = Histogram("qinglang_classify_seconds", "c", buckets=CLASSIFY_BUCKETS, registry=reference)
+    handled = Histogram("qinglang_end_to_end_seconds", "h", buckets=HANDLE_BUCKETS, registry=reference)
+    # on a bound, between bounds, below the first and above the last
+    times = [0.00005, 0.0001, 0.0003, 0.001, 0.7, 2.0, 75.0]
+    for i, seconds in enumerate(times):
+        status = ("ok", "queued", "deleted")[i % 3]
+        extra: dict[str, Any] = {"classify_seconds": seconds, "handled_seconds": seconds * 2}
+        if i % 2:
+            extra["verdict_source"] = "worker"
+        ours.observe(None, Outcome(status, extra=extra))  # type: ignore[arg-type]
+        seen.labels(status=status).inc()
+        if i % 2:
+            sources.labels(source="worker").inc()
+        classify.observe(seconds)
+        handled.observe(seconds * 2)
+    # an admin's delete of a message already counted: its timing counts, the message does not again
+    ours.observe(None, Outcome("deleted", extra={"decided_by": "admin:1", "handled_seconds": 0.5}))  # type: ignore[arg-type]
+    handled.observe(0.5)
+
+    names = (
+        "qinglang_messages_seen",
+        "qinglang_verdicts",
+        "qinglang_classify_seconds",
+        "qinglang_end_to_end_seconds",
+    )
+    got = _scraped(ours.exposition(), names)
+    assert got == _scraped(generate_latest(reference), names)
+    assert got[("qinglang_messages_seen_total", (("status", "ok"),))] == 3
+    assert got[("qinglang_end_to_end_seconds_count", ())] == len(times) + 1
 
 
 async def test_healthz_answers_200_then_503_when_the_database_is_gone(ops: OpsEnv) -> None:
