@@ -95,8 +95,9 @@ class MessageTallies(Collector):
         yield seen
         sources = CounterMetricFamily(
             "qinglang_verdicts",
-            "Verdicts by where they were computed: the classifier worker ahead of the handler, or the "
-            "bot's own process (worker behind, gone or off; per-chat thresholds changed the label)",
+            "Verdicts by where they were computed: the classifier worker ahead of the handler (fast_pass: "
+            "a clean message passed before PTB parsed it), or the bot's own process (worker behind, gone or "
+            "off; per-chat thresholds changed the label)",
             labels=["source"],
         )
         for source, count in self.sources.items():
