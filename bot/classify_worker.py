@@ -358,16 +358,7 @@ class ClassifyWorker:
         self._read()
         last = max(p.seq for _, p in mine)
         if self._answered < last and self._reading and self._send(("want", last)):
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + limit
-            while self._answered < last and self._conn is not None:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                if self._arrival is None:
-                    self._arrival = loop.create_future()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self._arrival), remaining)
+            await self._wait_answered(last, limit)
         return {key: Verdict(*p.fields) for key, p in mine if p.fields is not None}
 
     async def _await_answer(self, pending: _Pending) -> bool:
@@ -377,9 +368,14 @@ class ClassifyWorker:
             return False
         if not self._send(("want", pending.seq)):  # answer as soon as this one is judged
             return False
+        await self._wait_answered(pending.seq, WAIT_LIMIT)
+        return pending.fields is not None
+
+    async def _wait_answered(self, seq: int, limit: float) -> None:
+        """Until the worker's replies up to `seq` have been read, the worker is gone, or `limit` seconds."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT_LIMIT
-        while self._answered < pending.seq and self._conn is not None:
+        deadline = loop.time() + limit
+        while self._answered < seq and self._conn is not None:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -387,7 +383,6 @@ class ClassifyWorker:
                 self._arrival = loop.create_future()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._arrival), remaining)
-        return pending.fields is not None
 
     @staticmethod
     def _with_thresholds(
