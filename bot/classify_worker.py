@@ -41,11 +41,11 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Literal
 
+from bot.moderation import GROUP_TYPES, raw_hidden_links
 from classifier.verdict import Verdict, decide
 
 log = logging.getLogger(__name__)
 
-GROUP_TYPES = ("group", "supergroup")
 CHUNK = 16  # verdicts per reply: the first of a batch arrives after 16 classifications, not 100
 MAX_PENDING = 20_000  # prefetched verdicts never asked for (admins' messages, chats that are off…)
 RESTART_PAUSE = 30.0  # seconds between forks after a worker died
@@ -76,17 +76,7 @@ def raw_judged(update: Mapping[str, Any]) -> tuple[Key, str] | None:
     if chat.get("type") not in GROUP_TYPES:
         return None
     text = message.get("text") or message.get("caption") or ""
-    links = [
-        e["url"]
-        for e in (*(message.get("entities") or ()), *(message.get("caption_entities") or ()))
-        if e.get("type") == "text_link" and e.get("url")
-    ]
-    markup = message.get("reply_markup")
-    if isinstance(markup, dict):
-        for row in markup.get("inline_keyboard") or ():
-            for button in row:
-                if button.get("url"):
-                    links.append(f"{button.get('text')} {button['url']}")
+    links = raw_hidden_links(message)
     judged = "\n".join((text, *links)) if links else text
     if not judged.strip():
         return None
@@ -332,7 +322,7 @@ class ClassifyWorker:
                 # Not close, or stalled: judged here; the worker skips what it has not started.
                 self._send(("skip", pending.seq))
             else:
-                verdict = self._with_thresholds(Verdict(*fields), model, thresholds)
+                verdict = self.with_thresholds(Verdict(*fields), model, thresholds)
                 if verdict is not None:
                     self.stats.from_worker += 1
                     return verdict, "worker"
@@ -385,7 +375,7 @@ class ClassifyWorker:
                 await asyncio.wait_for(asyncio.shield(self._arrival), remaining)
 
     @staticmethod
-    def _with_thresholds(
+    def with_thresholds(
         verdict: Verdict, model: Any, thresholds: Mapping[str, float] | None
     ) -> Verdict | None:
         """The verdict under per-chat thresholds, or None when they change its label: the reasons name

@@ -17,18 +17,14 @@ The observers (metrics, the demo's printout) see each passed message as the hand
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bot.moderation import Outcome, plain_text_record, skip_reason
-from classifier.verdict import decide as decide_label
 
 if TYPE_CHECKING:
     from bot.context import Services
-
-log = logging.getLogger(__name__)
 
 
 async def pass_clean_updates(updates: Sequence[Mapping[str, Any]], services: Services | None) -> set[int]:
@@ -59,11 +55,8 @@ async def pass_clean_updates(updates: Sequence[Mapping[str, Any]], services: Ser
         verdict = verdicts.get(record.key)
         if verdict is None:
             continue
-        action = verdict.action
-        if chat.thresholds:
-            thresholds = model.thresholds.with_overrides(chat.thresholds)
-            action = decide_label(verdict.scores, model.categories, thresholds)[1]
-        if action != "pass":  # the handler takes the worker's verdict from here
+        judged = worker.with_thresholds(verdict, model, chat.thresholds or None)
+        if judged is None or judged.action != "pass":  # the handler takes the worker's verdict from here
             continue
         worker.discard(record.key)
         worker.stats.from_worker += 1

@@ -191,6 +191,23 @@ def message_record(update: Update) -> MessageRecord | None:
     )
 
 
+def raw_hidden_links(message: Mapping[str, Any]) -> list[str]:
+    """`_hidden_links` of a raw message (as getUpdates sends it): text_link URLs, then URL buttons."""
+    links = [
+        e["url"]
+        for e in (*(message.get("entities") or ()), *(message.get("caption_entities") or ()))
+        if e.get("type") == "text_link" and e.get("url")
+    ]
+    markup = message.get("reply_markup")
+    if isinstance(markup, dict):
+        for row in markup.get("inline_keyboard") or ():
+            for button in row:
+                if button.get("url"):
+                    links.append(f"{button.get('text')} {button['url']}")
+    return links
+
+
+GROUP_TYPES = ("group", "supergroup")  # chats moderation watches, as a raw update names them
 _NOT_PLAIN = ("forward_origin", "via_bot", "sender_chat", "is_automatic_forward", "caption")
 
 
@@ -208,23 +225,12 @@ def plain_text_record(update: Mapping[str, Any]) -> MessageRecord | None:
     user = message.get("from")
     if not isinstance(text, str) or not text or text.startswith("/") or not isinstance(chat, dict):
         return None
-    if chat.get("type") not in ("group", "supergroup") or not isinstance(user, dict):
+    if chat.get("type") not in GROUP_TYPES or not isinstance(user, dict):
         return None
     if any(message.get(k) for k in _NOT_PLAIN):
         return None
-    links: list[str] = []
-    for entity in message.get("entities") or ():
-        kind = entity.get("type")
-        if kind == "bot_command":
-            return None
-        if kind == "text_link" and entity.get("url"):
-            links.append(entity["url"])
-    markup = message.get("reply_markup")
-    if markup is not None:
-        for row in markup.get("inline_keyboard") or ():
-            for button in row:
-                if button.get("url"):
-                    links.append(f"{button.get('text')} {button['url']}")
+    if any(e.get("type") == "bot_command" for e in message.get("entities") or ()):
+        return None
     try:
         first, last = user.get("first_name") or "", user.get("last_name")
         return MessageRecord(
@@ -241,7 +247,7 @@ def plain_text_record(update: Mapping[str, Any]) -> MessageRecord | None:
             is_edit=False,
             edit_date=None,
             text=text,
-            hidden_links=tuple(links),
+            hidden_links=tuple(raw_hidden_links(message)),
             media_kind=None,
             media_file_unique_id=None,
             forward_origin=None,
