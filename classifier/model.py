@@ -394,6 +394,7 @@ class FastScorer:
         vocabs: Mapping[str, Sequence[str]],  # per vectorizer, terms in column order
         words: Sequence[str],
         params: ModelParams,
+        native: bool | None = None,
     ) -> None:
         self.classes = tuple(classes)
         self.coef = np.ascontiguousarray(coef, dtype=np.float64)
@@ -432,12 +433,13 @@ class FastScorer:
         # tokens without a space, i.e. text without whitespace; bigrams of other text are joined.
         # The tuples hold the unigram keys' own strings where there are some (RSS +1.9 MB, not +5.2).
         one = {t: t for t in self.maps["word"] if " " not in t}
-        self._pair_get = {
+        pairs = {
             (one.get(a, a), one.get(b, b)): j
             for t, j in self.maps["word"].items()
             if t.count(" ") == 1
             for a, b in [t.split(" ")]
-        }.get
+        }
+        self._pair_get = pairs.get
         self._contact_get = self.maps["contact"].get
         self._char_keys: np.ndarray | None = None
         self._char_masks = np.zeros((0, 1), dtype=np.int64)
@@ -457,6 +459,45 @@ class FastScorer:
             # A sentinel above every key: searchsorted never points past the end.
             self._char_keys = np.append(keys[order], np.iinfo(np.int64).max)
             self._char_cols = np.append(cols[order], -1)
+        self._native = self._native_scorer(native, pairs)
+
+    def _native_scorer(self, native: bool | None, pairs: dict[tuple[str, str], int]) -> Any:
+        """The compiled scorer (classifier._native) for this model, or None for the pure-Python one:
+        `native` None uses it when it is built and QINGLANG_NATIVE is not 0, True insists on it,
+        False never uses it. Models with n-gram ranges it does not do (words beyond (1, 2), character
+        n-grams beyond 3) always get the Python scorer."""
+        if native is False or (native is None and not native_enabled()):
+            return None
+        mod = _native_module()
+        if mod is None:
+            if native:
+                raise ModelError("classifier._native is not built (pip install . needs a C compiler)")
+            return None
+        (w_lo, w_hi), (c_lo, c_hi) = self._word_range, self._char_range
+        if not (w_lo == 1 and w_hi in (1, 2) and 1 <= c_lo <= c_hi <= 3):
+            if native:
+                raise ModelError(
+                    f"classifier._native does not do n-gram ranges {self._word_range}, {self._char_range}"
+                )
+            return None
+        return mod.Scorer(
+            self._rows,
+            self._intercept,
+            self._tf.tolist(),
+            len(self.classes),
+            self.maps["word"],
+            pairs,
+            self.maps["char"],
+            self.maps["contact"],
+            w_hi,
+            c_lo,
+            c_hi,
+        )
+
+    @property
+    def native(self) -> bool:
+        """Whether this scorer uses the compiled core (classifier._native)."""
+        return self._native is not None
 
     def name(self, col: int) -> str:
         """The feature in column `col`, as "word:...", "char:..." or "contact:..."."""
@@ -549,7 +590,22 @@ class FastScorer:
                     bounds.append(start)
         return cnt, bounds, n_hits
 
-    def _score(self, text: str, contacts: Sequence[Any] | None) -> _Scored:
+    def _score(self, text: str, contacts: Sequence[Any] | None) -> Any:
+        """`text` scored: a _Scored, or the compiled scorer's equivalent (probs, top(), cols, vals)."""
+        if self._native is not None:
+            # The same pieces _counted feeds its counting: rjieba's tokens of the text (whitespace
+            # tokens are dropped in C), the text (whitespace dropped in C) and the contact tokens.
+            cut = self._words._cut or self._words._build()
+            if not self.maps["contact"]:
+                tokens = []
+            elif contacts is None:
+                tokens = self._contacts(text)
+            else:
+                tokens = contact_features(contacts) if contacts else []
+            return self._native.score(cut(text), text, tokens)
+        return self._score_python(text, contacts)
+
+    def _score_python(self, text: str, contacts: Sequence[Any] | None) -> _Scored:
         cnt, bounds, n_hits = self._counted(text, contacts)
         n = len(cnt)
         if not n:
@@ -596,21 +652,34 @@ class FastScorer:
         """Column indices and TF-IDF values (each vectorizer L2-normalized) of `text`;
         `contacts`: extract_contacts(text) when the caller has it already."""
         s = self._score(text, contacts)
-        return s.cols, s.vals
+        if type(s) is _Scored:
+            return s.cols, s.vals
+        return np.array(s.cols, dtype=np.intp), np.array(s.vals, dtype=np.float64)
 
     def proba(
         self, text: str, contacts: Sequence[Any] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(probabilities in `classes` order, columns, values)."""
         s = self._score(text, contacts)
-        return np.array(s.probs), s.cols, s.vals
+        if type(s) is _Scored:
+            return np.array(s.probs), s.cols, s.vals
+        return np.array(s.probs), np.array(s.cols, dtype=np.intp), np.array(s.vals, dtype=np.float64)
 
     def top_features(self, cols: np.ndarray, vals: np.ndarray, label: str, k: int = 5) -> list[dict]:
         """The k features that pushed hardest toward `label` (value x weight)."""
         cols = np.asarray(cols, dtype=np.intp)
         return self._top(_Scored([], cols, vals, self.coef[cols]), label, k)
 
-    def _top(self, s: _Scored, label: str, k: int = 5) -> list[dict]:
+    def _top(self, s: Any, label: str, k: int = 5) -> list[dict]:
+        if type(s) is not _Scored:  # the compiled scorer's: it ranks, we name and round
+            names = self._names
+            out = []
+            for col, x in s.top(self.classes.index(label), k):
+                name = names.get(col)
+                if name is None:
+                    name = names[col] = self.name(col)
+                out.append({"feature": name, "weight": _round4(x)})
+            return out
         if not len(s.cols):
             return []
         ci = self.classes.index(label)
@@ -635,6 +704,20 @@ class FastScorer:
                 name = names[col] = self.name(col)
             out.append({"feature": name, "weight": _round4(x)})
         return out
+
+
+def native_enabled() -> bool:
+    """False when QINGLANG_NATIVE is 0 (or false/no/off): the pure-Python scorer, built or not."""
+    return os.environ.get("QINGLANG_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _native_module() -> Any:
+    """classifier._native, or None where it was not built (no C compiler at install)."""
+    try:
+        from classifier import _native
+    except ImportError:
+        return None
+    return _native
 
 
 def _round4(x: float) -> float:
@@ -1229,8 +1312,9 @@ def params_from_dict(d: Mapping[str, Any]) -> ModelParams:
     return replace(ModelParams(), **kw)
 
 
-def load(path: str | Path | None = None) -> Classifier:
-    """Load a model directory (default: the model shipped in classifier/default_model/)."""
+def load(path: str | Path | None = None, *, native: bool | None = None) -> Classifier:
+    """Load a model directory (default: the model shipped in classifier/default_model/); `native`:
+    use the compiled scorer (None: when built and QINGLANG_NATIVE is not 0; see FastScorer)."""
     d = Path(path) if path is not None else DEFAULT_MODEL_DIR
     sidecar = read_sidecar(d)
     vocab = json.loads(_verified(d, sidecar, VOCAB_FILE).read_text(encoding="utf-8"))
@@ -1245,6 +1329,7 @@ def load(path: str | Path | None = None) -> Classifier:
         vocab["vocabs"],
         vocab["words"],
         params,
+        native,
     )
     th = sidecar["thresholds"]
     return Classifier(
@@ -1258,8 +1343,8 @@ def load(path: str | Path | None = None) -> Classifier:
     )
 
 
-def from_result(result: TrainResult) -> Classifier:
-    """A Classifier straight from a training result (no files)."""
+def from_result(result: TrainResult, *, native: bool | None = None) -> Classifier:
+    """A Classifier straight from a training result (no files); `native` as in `load`."""
     arrays, vocabs = fast_arrays(result.pipeline)
     scorer = FastScorer(
         result.classes,
@@ -1269,6 +1354,7 @@ def from_result(result: TrainResult) -> Classifier:
         vocabs,
         result.words,
         result.params,
+        native,
     )
     return Classifier(
         scorer,
