@@ -7,6 +7,7 @@ import gc
 import os
 import random
 import sys
+from typing import Any
 
 import numpy as np
 import pytest
@@ -251,7 +252,7 @@ def test_misuse_raises_instead_of_crashing() -> None:
     sc = _synthetic(3, True)
     core = sc._native
     with pytest.raises(TypeError):
-        _native.Scorer()
+        _native.Scorer()  # type: ignore[call-arg]
     with pytest.raises(RuntimeError):  # not initialized
         _native.Scorer.__new__(_native.Scorer).score([], "", [])
     with pytest.raises(TypeError):  # only the module makes results
@@ -276,7 +277,7 @@ def test_misuse_raises_instead_of_crashing() -> None:
     args = _core_args(sc)
     with pytest.raises(RuntimeError):  # a second __init__
         core.__init__(**args)
-    bad = [
+    bad: list[dict[str, Any]] = [
         {"rows": sc._rows.astype(np.int64)},
         {"rows": np.asfortranarray(sc._rows)},
         {"rows": sc._rows[:, :1]},
@@ -299,7 +300,7 @@ def test_misuse_raises_instead_of_crashing() -> None:
         with pytest.raises((TypeError, ValueError, BufferError)):
             _native.Scorer(**{**args, **change})
     # The maps stay the caller's: a column changed after the build is checked at every lookup.
-    word_map = dict(sc.maps["word"])
+    word_map: dict[str, Any] = dict(sc.maps["word"])
     core2 = _native.Scorer(**{**args, "word_map": word_map})
     word_map["加"] = 10**9
     with pytest.raises(ValueError):
