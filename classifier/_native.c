@@ -52,6 +52,7 @@ typedef struct {
     PairSlot *pairs;
     size_t pair_mask;
     int word_hi, char_lo, char_hi;
+    int ready; /* __init__ completed: a failed one leaves the object unusable */
 } Scorer;
 
 typedef struct {
@@ -306,7 +307,7 @@ static int Scorer_init(Scorer *self, PyObject *args, PyObject *kwds) {
     PyObject *rows, *intercept, *tf, *word_map, *pair_map, *char_map, *contact_map;
     Py_ssize_t n_classes;
     int word_hi, char_lo, char_hi;
-    if (self->have_rows || self->chars != NULL) {
+    if (self->have_rows || self->ready) {
         PyErr_SetString(PyExc_RuntimeError, "Scorer is already initialized");
         return -1;
     }
@@ -361,6 +362,7 @@ static int Scorer_init(Scorer *self, PyObject *args, PyObject *kwds) {
     Py_INCREF(contact_map);
     self->contact_map = contact_map;
     if (build_chars(self, char_map) < 0 || build_pairs(self, pair_map) < 0) return -1;
+    self->ready = 1;
     return 0;
 }
 
@@ -412,14 +414,23 @@ static int is_exact_str_list(PyObject *list, const char *what) {
 #define STACK_BYTES 16384
 
 static PyObject *Scorer_score(Scorer *self, PyObject *args) {
-    PyObject *words, *text, *contacts;
-    if (!PyArg_ParseTuple(args, "OUO:score", &words, &text, &contacts)) return NULL;
-    if (self->rowp == NULL || self->chars == NULL || self->pairs == NULL) {
+    PyObject *word_list, *text, *contact_list;
+    if (!PyArg_ParseTuple(args, "OUO:score", &word_list, &text, &contact_list)) return NULL;
+    if (!self->ready) {
         PyErr_SetString(PyExc_RuntimeError, "Scorer is not initialized");
         return NULL;
     }
-    if (!is_exact_str_list(words, "words") || !is_exact_str_list(contacts, "contacts")) return NULL;
-    Py_ssize_t n_words = PyList_GET_SIZE(words), n_contacts = PyList_GET_SIZE(contacts);
+    if (!is_exact_str_list(word_list, "words") || !is_exact_str_list(contact_list, "contacts")) return NULL;
+    /* Tuples of the tokens: the items stay alive and in place whatever a dict lookup might run
+     * (a key of another type with its own __eq__, put into a map after the build). */
+    PyObject *words = PyList_AsTuple(word_list);
+    if (words == NULL) return NULL;
+    PyObject *contacts = PyList_AsTuple(contact_list);
+    if (contacts == NULL) {
+        Py_DECREF(words);
+        return NULL;
+    }
+    Py_ssize_t n_words = PyTuple_GET_SIZE(words), n_contacts = PyTuple_GET_SIZE(contacts);
     Py_ssize_t len = PyUnicode_GET_LENGTH(text);
 
     /* Upper bounds: how many n-grams there can be, so how many distinct columns. */
@@ -436,7 +447,11 @@ static PyObject *Scorer_score(Scorer *self, PyObject *args) {
     char *heap = NULL, *mem = stack;
     if (need > STACK_BYTES) {
         heap = mem = PyMem_Malloc(need);
-        if (heap == NULL) return PyErr_NoMemory();
+        if (heap == NULL) {
+            Py_DECREF(words);
+            Py_DECREF(contacts);
+            return PyErr_NoMemory();
+        }
     }
     char *p = mem;
 #define CARVE(type, count) \
@@ -470,7 +485,7 @@ static PyObject *Scorer_score(Scorer *self, PyObject *args) {
     /* Word unigrams, then bigrams (scikit-learn's order); whitespace tokens are dropped first. */
     Py_ssize_t n_kept = 0;
     for (Py_ssize_t i = 0; i < n_words; i++) {
-        PyObject *t = PyList_GET_ITEM(words, i);
+        PyObject *t = PyTuple_GET_ITEM(words, i);
         if (spaced && is_space_token(t)) continue;
         kept[n_kept++] = t;
     }
@@ -509,7 +524,7 @@ static PyObject *Scorer_score(Scorer *self, PyObject *args) {
         }
     bounds[n_bounds++] = cnt.n;
     for (Py_ssize_t i = 0; i < n_contacts; i++) {
-        Py_ssize_t col = dict_col(self, self->contact_map, PyList_GET_ITEM(contacts, i));
+        Py_ssize_t col = dict_col(self, self->contact_map, PyTuple_GET_ITEM(contacts, i));
         if (col == -2) goto fail;
         if (col >= 0) count_col(&cnt, col);
     }
@@ -584,12 +599,16 @@ static PyObject *Scorer_score(Scorer *self, PyObject *args) {
     out->owner = self;
     out->probs = probs;
     PyMem_Free(heap);
+    Py_DECREF(words);
+    Py_DECREF(contacts);
     return (PyObject *)out;
 
 fail:
     Py_XDECREF(probs);
     Py_XDECREF(out);
     PyMem_Free(heap);
+    Py_DECREF(words);
+    Py_DECREF(contacts);
     return NULL;
 }
 

@@ -299,6 +299,28 @@ def test_misuse_raises_instead_of_crashing() -> None:
     for change in bad:
         with pytest.raises((TypeError, ValueError, BufferError)):
             _native.Scorer(**{**args, **change})
+    half = _native.Scorer.__new__(_native.Scorer)
+    with pytest.raises(ValueError):
+        half.__init__(**{**args, "char_map": {"abcd": 0}})
+    with pytest.raises(RuntimeError):  # a failed __init__ leaves it unusable, not half built
+        half.score([], "", [])
+    # A key put into a map after the build whose __eq__ empties the token list mid-call: the call
+    # works on its own copy of the tokens (freshly made strings, nothing else holds them).
+    tokens = ["加" + str(i) for i in range(50)]
+
+    class Evil:
+        def __hash__(self) -> int:
+            return hash(tokens[0])
+
+        def __eq__(self, other: object) -> bool:
+            tokens.clear()
+            return False
+
+    evil_map: dict[Any, int] = {"x": 0}
+    core3 = _native.Scorer(**{**args, "word_map": evil_map})
+    evil_map[Evil()] = 1
+    assert len(core3.score(tokens, "加加", []).probs) == 3
+    assert tokens == []
     # The maps stay the caller's: a column changed after the build is checked at every lookup.
     word_map: dict[str, Any] = dict(sc.maps["word"])
     core2 = _native.Scorer(**{**args, "word_map": word_map})
