@@ -52,6 +52,12 @@ typedef struct {
     PairSlot *pairs;
     size_t pair_mask;
     int word_hi, char_lo, char_hi;
+    /* sound n-grams (toneless syllables, classifier.features.SoundTokenizer): keyed like the
+     * character n-grams, with each character's token id instead of its code point */
+    CharSlot *sounds;
+    size_t sound_mask;
+    uint32_t *sound_ids; /* per BMP code point its token id; other code points are their own */
+    int sound_lo, sound_hi; /* 0, 0: no sound vectorizer */
     int ready; /* __init__ completed: a failed one leaves the object unusable */
 } Scorer;
 
@@ -117,16 +123,6 @@ static inline uint64_t char_key(const Py_UCS4 *cp, int n) {
     uint64_t key = 0;
     for (int j = 0; j < n; j++) key |= (uint64_t)(cp[j] + 1) << (21 * j);
     return key;
-}
-
-static inline Py_ssize_t char_lookup(const Scorer *self, uint64_t key) {
-    size_t i = mix64(key) & self->char_mask;
-    for (;;) {
-        const CharSlot *s = &self->chars[i];
-        if (s->key == key) return s->col;
-        if (s->key == 0) return -1;
-        i = (i + 1) & self->char_mask;
-    }
 }
 
 static inline size_t pair_hash(Py_hash_t ha, Py_hash_t hb) {
@@ -206,6 +202,78 @@ static int check_map(Scorer *self, PyObject *map, const char *what) {
     return 0;
 }
 
+static void gram_insert(CharSlot *table, size_t mask, uint64_t key, Py_ssize_t col) {
+    size_t i = mix64(key) & mask;
+    while (table[i].key != 0 && table[i].key != key) i = (i + 1) & mask;
+    table[i].key = key;
+    table[i].col = col;
+}
+
+static inline Py_ssize_t gram_lookup(const CharSlot *table, size_t mask, uint64_t key) {
+    size_t i = mix64(key) & mask;
+    for (;;) {
+        const CharSlot *s = &table[i];
+        if (s->key == key) return s->col;
+        if (s->key == 0) return -1;
+        i = (i + 1) & mask;
+    }
+}
+
+/* The sound terms ("jian zhi 5": tokens joined by a space) as keys of their tokens' ids: a token
+ * of one character is that code point, a longer one a syllable's id (`syllables`). A term with a
+ * token that is neither, or with more than 3 tokens, can match no text and is left out. */
+static int build_sounds(Scorer *self, PyObject *map, PyObject *syllables) {
+    if (check_map(self, map, "sound_map") < 0) return -1;
+    if (!PyDict_CheckExact(syllables)) {
+        PyErr_SetString(PyExc_TypeError, "syllables must be a dict");
+        return -1;
+    }
+    size_t size = table_size(PyDict_GET_SIZE(map));
+    self->sounds = PyMem_Calloc(size, sizeof(CharSlot));
+    if (self->sounds == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->sound_mask = size - 1;
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(map, &pos, &k, &v)) {
+        Py_ssize_t len = PyUnicode_GET_LENGTH(k), start = 0;
+        Py_UCS4 ids[3];
+        int n = 0, ok = 1;
+        for (Py_ssize_t i = 0; i <= len && ok; i++) {
+            if (i < len && PyUnicode_READ_CHAR(k, i) != ' ') continue;
+            Py_ssize_t tlen = i - start;
+            if (tlen == 0 || n == 3) {
+                ok = 0;
+            } else if (tlen == 1) {
+                ids[n++] = PyUnicode_READ_CHAR(k, start);
+            } else {
+                PyObject *tok = PyUnicode_Substring(k, start, i);
+                if (tok == NULL) return -1;
+                PyObject *id = PyDict_GetItemWithError(syllables, tok);
+                Py_DECREF(tok);
+                if (id == NULL) {
+                    if (PyErr_Occurred()) return -1;
+                    ok = 0;
+                } else {
+                    long x = PyLong_AsLong(id);
+                    if (x == -1 && PyErr_Occurred()) return -1;
+                    if (x < 0x110000 || x >= 0x1FFFFF) {
+                        PyErr_SetString(PyExc_ValueError, "syllables: ids must lie in [0x110000, 0x1FFFFF)");
+                        return -1;
+                    }
+                    ids[n++] = (Py_UCS4)x;
+                }
+            }
+            start = i + 1;
+        }
+        if (ok && n >= self->sound_lo && n <= self->sound_hi)
+            gram_insert(self->sounds, self->sound_mask, char_key(ids, n), PyLong_AsSsize_t(v));
+    }
+    return 0;
+}
+
 static int build_chars(Scorer *self, PyObject *map) {
     if (check_map(self, map, "char_map") < 0) return -1;
     Py_ssize_t n = PyDict_GET_SIZE(map);
@@ -226,11 +294,7 @@ static int build_chars(Scorer *self, PyObject *map) {
         }
         Py_UCS4 cp[3];
         for (Py_ssize_t j = 0; j < len; j++) cp[j] = PyUnicode_READ_CHAR(k, j);
-        uint64_t key = char_key(cp, (int)len);
-        size_t i = mix64(key) & self->char_mask;
-        while (self->chars[i].key != 0 && self->chars[i].key != key) i = (i + 1) & self->char_mask;
-        self->chars[i].key = key;
-        self->chars[i].col = PyLong_AsSsize_t(v);
+        gram_insert(self->chars, self->char_mask, char_key(cp, (int)len), PyLong_AsSsize_t(v));
     }
     return 0;
 }
@@ -291,6 +355,8 @@ static void Scorer_dealloc(Scorer *self) {
     Py_XDECREF(self->word_map);
     Py_XDECREF(self->contact_map);
     PyMem_Free(self->chars);
+    PyMem_Free(self->sounds);
+    PyMem_Free(self->sound_ids);
     if (self->pairs != NULL) {
         for (size_t i = 0; i <= self->pair_mask; i++) {
             Py_XDECREF(self->pairs[i].a);
@@ -302,23 +368,29 @@ static void Scorer_dealloc(Scorer *self) {
 }
 
 static int Scorer_init(Scorer *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"rows",     "intercept",   "tf",      "n_classes", "word_map", "pair_map",
-                             "char_map", "contact_map", "word_hi", "char_lo",   "char_hi",  NULL};
+    static char *kwlist[] = {"rows",      "intercept", "tf",        "n_classes", "word_map",  "pair_map",
+                             "char_map",  "contact_map", "word_hi", "char_lo",   "char_hi",   "sound_map",
+                             "sound_ids", "syllables", "sound_lo",  "sound_hi",  NULL};
     PyObject *rows, *intercept, *tf, *word_map, *pair_map, *char_map, *contact_map;
+    PyObject *sound_map = Py_None, *sound_ids = Py_None, *syllables = Py_None;
     Py_ssize_t n_classes;
-    int word_hi, char_lo, char_hi;
+    int word_hi, char_lo, char_hi, sound_lo = 0, sound_hi = 0;
     if (self->have_rows || self->ready) {
         PyErr_SetString(PyExc_RuntimeError, "Scorer is already initialized");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOnOOOOiii", kwlist, &rows, &intercept, &tf, &n_classes,
-                                     &word_map, &pair_map, &char_map, &contact_map, &word_hi, &char_lo,
-                                     &char_hi))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOnOOOOiii|OOOii", kwlist, &rows, &intercept, &tf,
+                                     &n_classes, &word_map, &pair_map, &char_map, &contact_map, &word_hi,
+                                     &char_lo, &char_hi, &sound_map, &sound_ids, &syllables, &sound_lo,
+                                     &sound_hi))
         return -1;
-    if (word_hi < 1 || word_hi > 2 || char_lo < 1 || char_lo > char_hi || char_hi > 3) {
-        PyErr_SetString(PyExc_ValueError, "n-gram ranges beyond word (1, 2) and char (1..3)");
+    if (word_hi < 1 || word_hi > 2 || char_lo < 1 || char_lo > char_hi || char_hi > 3 || sound_lo < 0 ||
+        sound_lo > sound_hi || sound_hi > 3 || (sound_hi && !sound_lo)) {
+        PyErr_SetString(PyExc_ValueError, "n-gram ranges beyond word (1, 2), char and sound (1..3)");
         return -1;
     }
+    self->sound_lo = sound_lo;
+    self->sound_hi = sound_hi;
     self->word_hi = word_hi;
     self->char_lo = char_lo;
     self->char_hi = char_hi;
@@ -362,6 +434,30 @@ static int Scorer_init(Scorer *self, PyObject *args, PyObject *kwds) {
     Py_INCREF(contact_map);
     self->contact_map = contact_map;
     if (build_chars(self, char_map) < 0 || build_pairs(self, pair_map) < 0) return -1;
+    if (sound_hi) {
+        Py_buffer ids;
+        if (PyObject_GetBuffer(sound_ids, &ids, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
+        const char *f = ids.format;
+        if (f[0] == '<' || f[0] == '=' || f[0] == '@') f++;
+        int good = ids.ndim == 1 && ids.itemsize == 4 && (strcmp(f, "I") == 0 || strcmp(f, "L") == 0) &&
+                   ids.shape[0] == 0x10000;
+        if (good) {
+            self->sound_ids = PyMem_Malloc(sizeof(uint32_t) * 0x10000);
+            if (self->sound_ids == NULL) {
+                PyBuffer_Release(&ids);
+                PyErr_NoMemory();
+                return -1;
+            }
+            memcpy(self->sound_ids, ids.buf, sizeof(uint32_t) * 0x10000);
+            for (Py_ssize_t i = 0; i < 0x10000 && good; i++) good = self->sound_ids[i] < 0x1FFFFF;
+        }
+        PyBuffer_Release(&ids);
+        if (!good) {
+            PyErr_SetString(PyExc_ValueError, "sound_ids must be 65,536 uint32 ids below 0x1FFFFF");
+            return -1;
+        }
+        if (build_sounds(self, sound_map, syllables) < 0) return -1;
+    }
     self->ready = 1;
     return 0;
 }
@@ -436,9 +532,10 @@ static PyObject *Scorer_score(Scorer *self, PyObject *args) {
     /* Upper bounds: how many n-grams there can be, so how many distinct columns. */
     Py_ssize_t max_hits = n_words * 2 + n_contacts + 1;
     for (int k = self->char_lo; k <= self->char_hi; k++) max_hits += len;
+    for (int k = self->sound_lo; k && k <= self->sound_hi; k++) max_hits += len;
     Py_ssize_t max_unique = max_hits < self->n_cols ? max_hits : self->n_cols;
     size_t tsize = table_size(max_unique);
-    size_t need = sizeof(Py_UCS4) * (size_t)(len + 1) + sizeof(PyObject *) * (size_t)(n_words + 1) +
+    size_t need = 2 * sizeof(Py_UCS4) * (size_t)(len + 1) + sizeof(PyObject *) * (size_t)(n_words + 1) +
                   2 * sizeof(int32_t) * tsize + 2 * sizeof(int32_t) * (size_t)max_unique +
                   sizeof(double) * (size_t)(max_unique + self->n_out);
     /* 8-byte alignment for every array carved out of the block below */
@@ -459,6 +556,7 @@ static PyObject *Scorer_score(Scorer *self, PyObject *args) {
     double *z = CARVE(double, self->n_out);
     double *v = CARVE(double, max_unique);
     Py_UCS4 *cps = CARVE(Py_UCS4, len + 1);
+    Py_UCS4 *sids = CARVE(Py_UCS4, len + 1);
     PyObject **kept = CARVE(PyObject *, n_words + 1);
     Counter cnt;
     cnt.slot_col = CARVE(int32_t, tsize);
@@ -489,7 +587,7 @@ static PyObject *Scorer_score(Scorer *self, PyObject *args) {
         if (spaced && is_space_token(t)) continue;
         kept[n_kept++] = t;
     }
-    Py_ssize_t bounds[4];
+    Py_ssize_t bounds[5];
     int n_bounds = 0;
     bounds[n_bounds++] = 0;
     for (Py_ssize_t i = 0; i < n_kept; i++) {
@@ -519,7 +617,7 @@ static PyObject *Scorer_score(Scorer *self, PyObject *args) {
     bounds[n_bounds++] = cnt.n;
     for (int k = self->char_lo; k <= self->char_hi; k++)
         for (Py_ssize_t i = 0; i + k <= m; i++) {
-            Py_ssize_t col = char_lookup(self, char_key(cps + i, k));
+            Py_ssize_t col = gram_lookup(self->chars, self->char_mask, char_key(cps + i, k));
             if (col >= 0) count_col(&cnt, col);
         }
     bounds[n_bounds++] = cnt.n;
@@ -527,6 +625,16 @@ static PyObject *Scorer_score(Scorer *self, PyObject *args) {
         Py_ssize_t col = dict_col(self, self->contact_map, PyTuple_GET_ITEM(contacts, i));
         if (col == -2) goto fail;
         if (col >= 0) count_col(&cnt, col);
+    }
+    bounds[n_bounds++] = cnt.n;
+    /* Sound n-grams: the same windows over each character's token id. */
+    if (self->sound_hi) {
+        for (Py_ssize_t i = 0; i < m; i++) sids[i] = cps[i] < 0x10000 ? self->sound_ids[cps[i]] : cps[i];
+        for (int k = self->sound_lo; k <= self->sound_hi; k++)
+            for (Py_ssize_t i = 0; i + k <= m; i++) {
+                Py_ssize_t col = gram_lookup(self->sounds, self->sound_mask, char_key(sids + i, k));
+                if (col >= 0) count_col(&cnt, col);
+            }
     }
     bounds[n_bounds++] = cnt.n;
 

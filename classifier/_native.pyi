@@ -26,6 +26,11 @@ class Scorer:
         word_hi: int,
         char_lo: int,
         char_hi: int,
+        sound_map: dict[str, int] | None = None,
+        sound_ids: Any = None,
+        syllables: dict[str, int] | None = None,
+        sound_lo: int = 0,
+        sound_hi: int = 0,
     ) -> None: ...
     @property
     def n_cols(self) -> int: ...

@@ -8,10 +8,12 @@ Word tokens come from rjieba (jieba-rs: jieba's dictionary and algorithm, ~20x f
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import re
 import threading
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -94,6 +96,34 @@ class CharTokenizer:
 
     def __call__(self, text: str) -> list[str]:
         return [c for c in text if not c.isspace()]
+
+
+@functools.lru_cache(maxsize=1)
+def sound_table() -> dict[int, str]:
+    """Han character (a code point in the Basic Multilingual Plane) -> its toneless pinyin
+    syllable: pypinyin's first reading, tone marks dropped, ü as v (lazy_pinyin's spelling)."""
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    plain: dict[int, str] = {}  # tone-marked letter -> plain letter(s)
+    for ch in {c for readings in pinyin_dict.values() for c in readings if not c.isascii()}:
+        parts = unicodedata.normalize("NFD", ch)
+        base = "".join(c for c in parts if unicodedata.category(c) != "Mn")
+        plain[ord(ch)] = "v" if base == "u" and "\u0308" in parts else base
+    out: dict[int, str] = {}
+    for code, readings in pinyin_dict.items():
+        if code <= 0xFFFF:
+            out[code] = readings.split(",", 1)[0].translate(plain)
+    return out
+
+
+class SoundTokenizer:
+    """Normalized text as sounds: each Han character its toneless syllable (兼, 煎 and 简 are all
+    "jian"), any other character itself, whitespace dropped. Their n-grams match a word spelled
+    with sound-alike characters (日洁 for 日结, 囿意 for 有意) the character n-grams never saw."""
+
+    def __call__(self, text: str) -> list[str]:
+        table = sound_table()
+        return [table.get(ord(c), c) for c in text if not c.isspace()]
 
 
 class ContactTokenizer:

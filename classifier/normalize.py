@@ -1,15 +1,17 @@
 """Text normalization against evasive spelling, with a map back to the original text.
 
 Steps, in order (tables in classifier/data/normalize.toml):
- 1. per character: NFKC, lowercase, OpenCC t2s, emoji used as words -> words; format, control,
-    surrogate and combining characters dropped; any whitespace -> " ". Iterated to a fixpoint
+ 1. per character: NFKC (and the styled digits it leaves, ❶ ➀ ⓵ -> 1), lowercase, OpenCC t2s,
+    emoji used as words -> words; format, control, surrogate and combining characters dropped;
+    any whitespace -> " ". Iterated to a fixpoint
     per character and cached. t2s is applied one character at a time: the length is kept by
     construction and the result cannot depend on neighbours (at the price of phrase-level
     conversions such as 乾隆, which become 干隆).
  2. chat-app emoticon codes pasted as text ("/玫瑰", "[em]e400105[/em]", "[捂脸]") -> a space;
     separator runs between two Han characters removed ("冰 . 毒" -> "冰毒"); other whitespace
     runs -> one space.
- 3. runs of >= 5 number-like characters with Chinese digits -> ASCII digits.
+ 3. runs of >= 5 number-like characters with Chinese digits -> ASCII digits; a domain's dot
+    spelled out ("68yl点com") -> ".".
  4. contact cues -> canonical tokens (微信, qq, 电报); ordinary-word cues only in context.
  5. pinyin spellings of lexicon terms -> the terms.
 Steps 4-5 make new tokens, which changes their neighbours' context (a separator now between
@@ -175,6 +177,12 @@ class _CharMap(dict[int, str]):
         out = unicodedata.normalize("NFKC", ch).lower()
         if out != ch:
             return out
+        if unicodedata.category(ch) == "No":
+            # Styled digits NFKC leaves alone (dingbat and negative circled ❶ ➀ ➊ ⓵ ❿ ⓫):
+            # written for digits in phone numbers, prices and domains as ① is.
+            value = unicodedata.numeric(ch, -1.0)
+            if value.is_integer() and 0 <= value <= 20:
+                return str(int(value))
         if _is_han(ch):
             try:
                 conv = _t2s().convert(ch)
@@ -299,6 +307,19 @@ class Normalizer:
 
         self._strip_re = re.compile(r"^ +| +$")
 
+        dots = tables.get("domain_dots", {})
+        words = sorted((self.normalize_chars(w) for w in dots.get("words", ())), key=lambda w: (-len(w), w))
+        tlds = "|".join(sorted(map(re.escape, dots.get("tlds", ())), key=lambda t: (-len(t), t)))
+        self._dot_re: re.Pattern[str] | None = None
+        if words and tlds:
+            # Opens with the class of the words' first characters and a space, so `re` skips in C
+            # to the candidates; the letter or digit before is checked behind that character.
+            firsts = re.escape("".join(sorted({w[0] for w in words} | {" "})))
+            alts = "|".join(map(re.escape, words))
+            self._dot_re = re.compile(
+                rf"(?=[{firsts}])(?<=[a-z0-9])(?: ?(?:{alts}) ?)(?=(?:{tlds})(?![a-z0-9]))"
+            )
+
         names = sorted(
             (self.normalize_chars(n) for n in tables.get("chat_faces", {}).get("names", ()) if len(n) >= 2),
             key=lambda n: (-len(n), n),
@@ -328,6 +349,8 @@ class Normalizer:
         # as a make step, because collapsing can join a new face ("/玫[em]e1[/em]瑰" -> "/玫瑰").
         face: Step = (self._face_re, _space)
         tidy: list[Step] = [face, (self._collapse_re, self._collapse_one), (self._num_re, self._num_one)]
+        if self._dot_re is not None:
+            tidy.append((self._dot_re, _dot))
         make: list[Step] = [face, (self._cue_re, self._cue_one)]
         if self._pinyin_re is not None:
             make.append((self._pinyin_re, self._pinyin_one))
@@ -533,6 +556,10 @@ class Normalizer:
 
 def _drop(m: re.Match[str]) -> str:
     return ""
+
+
+def _dot(m: re.Match[str]) -> str:
+    return "."
 
 
 def _space(m: re.Match[str]) -> str:

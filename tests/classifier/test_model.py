@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import classifier
 from classifier import model as m
-from classifier.features import WordTokenizer, make_normalizer
+from classifier.features import SoundTokenizer, WordTokenizer, make_normalizer, ngrams
 from classifier.generate import GeneratorConfig, generate, training_corpus_hash
 from classifier.seeds import load_seeds
 
@@ -425,6 +425,8 @@ def _reference_features(scorer: m.FastScorer, text: str) -> tuple[list[int], lis
         (scorer.maps["char"], grams),
         (scorer.maps["contact"], ContactTokenizer()(text)),
     ]
+    if scorer._sound_range is not None:
+        parts.append((scorer.maps["sound"], ngrams(SoundTokenizer()(chars), *scorer._sound_range)))
     cols: list[int] = []
     vals: list[float] = []
     for vocab, tokens in parts:
@@ -500,7 +502,7 @@ def test_decide(scores: dict[str, float], expected: tuple[str, str]) -> None:
 def test_integer_char_keys_match_string_ngrams(shipped: m.Classifier) -> None:
     """The searchsorted lookup of character n-grams finds what slicing and the dict find."""
     sc = shipped.scorer
-    assert sc._char_keys is not None
+    assert sc._char_table is not None
     get = sc.maps["char"].get
     cfg = GeneratorConfig(seed=17, per_category=100, ok_templated=200, background=200)
     texts = [shipped.normalizer.normalize_text(e.text) for e in generate(load_seeds(), cfg)]
@@ -517,6 +519,38 @@ def test_integer_char_keys_match_string_ngrams(shipped: m.Classifier) -> None:
     ]
     for text in texts:
         assert sc._char_hits(text) == [j for j in map(get, sc._char_grams(text)) if j is not None], text
+
+
+def test_sound_keys_match_sound_ngrams_by_name(shipped: m.Classifier) -> None:
+    """The key search over stand-in characters finds the sound n-grams that cutting the text into
+    syllables and looking the joined n-grams up by name finds, in the same order."""
+    sc = shipped.scorer
+    assert sc._sound_keys is not None and sc._sound_range is not None
+    cfg = GeneratorConfig(seed=19, per_category=100, ok_templated=200, background=200)
+    texts = [shipped.normalizer.normalize_text(e.text) for e in generate(load_seeds(), cfg)]
+    texts += [
+        "",
+        "a",
+        "啊a",
+        "兼职日洁",
+        "煎职曰结 5 元",
+        "𝕏兼职",
+        "兼\x00职",
+        "兼\uffff职",
+        "a\ue000兼职",
+        "\ue3ff\ue000",
+    ]
+    found = 0
+    for text in texts:
+        s = "".join(text.split())
+        expected = [
+            j
+            for j in map(sc.maps["sound"].get, ngrams(SoundTokenizer()(s), *sc._sound_range))
+            if j is not None
+        ]
+        assert sc._sound_cols_of(s) == expected, text
+        found += len(expected)
+    assert found > 1000  # the sound vocabulary is in use on ordinary text
 
 
 def test_char_keys_together_are_the_keys_one_by_one(shipped: m.Classifier) -> None:

@@ -181,18 +181,30 @@ _CHAR_VOCAB = [
     "a b",
 ]
 _CONTACT_VOCAB = ["__contact_wechat__", "__contact_phone__", "__contact_multi__"]
+# toneless syllables, one-letter ones (啊 is "a", like the letter), raw characters, a private-use one
+_SOUND_VOCAB = [
+    "jian zhi",
+    "ri jie",
+    "jia wei xin",
+    "a a",
+    "a b",
+    "\ue005 a",
+    "jie 5",
+    "5 5 5",
+    "chu bing du",
+]
 
 
 def _synthetic(n_out: int, native: bool, *, ties: bool = False) -> m.FastScorer:
     rng = np.random.default_rng(n_out)
-    n = len(_WORD_VOCAB) + len(_CHAR_VOCAB) + len(_CONTACT_VOCAB)
+    n = len(_WORD_VOCAB) + len(_CHAR_VOCAB) + len(_CONTACT_VOCAB) + len(_SOUND_VOCAB)
     coef = rng.normal(size=(n, n_out))
     idf = 1.0 + rng.random(n)
     if ties:  # equal contributions: the order of first appearance must break the ties
         coef[:] = 0.5
         idf[:] = 2.0
     classes = ("ok", "drug") if n_out == 1 else ("ok", "drug", "fraud")[:n_out]
-    vocabs = {"word": _WORD_VOCAB, "char": _CHAR_VOCAB, "contact": _CONTACT_VOCAB}
+    vocabs = {"word": _WORD_VOCAB, "char": _CHAR_VOCAB, "contact": _CONTACT_VOCAB, "sound": _SOUND_VOCAB}
     return m.FastScorer(
         classes, coef, rng.normal(size=n_out), idf, vocabs, ["加微信"], m.ModelParams(), native
     )
@@ -206,6 +218,9 @@ _SYNTHETIC_TEXTS = [
     "冰" * 5000,
     "a b a b",
     "了解一下",
+    "兼职日洁 煎枝 日结5",
+    "啊啊 aa 啊a \ue005啊 \ue005a",
+    "555 ５５５ 接5",
 ]
 
 
@@ -226,6 +241,15 @@ def test_synthetic_models_both_paths(n_out: int, ties: bool) -> None:
             for label in nat.classes:
                 for k in (0, 1, 3, 5, 100):
                     assert nat._top(a, label, k) == py._top(b, label, k), (text, label, k)
+    found = {nat.name(c) for t in _SYNTHETIC_TEXTS for c in nat.features(t)[0].tolist()}
+    assert {
+        "sound:jian zhi",
+        "sound:a a",
+        "sound:\ue005 a",
+        "sound:5 5 5",
+        "word:了解 一下",
+        "char:😀",
+    } <= found
 
 
 def _core_args(sc: m.FastScorer) -> dict:

@@ -35,6 +35,14 @@ EVASIONS = [
     ("fullwidth", "ＶＸ：ＡＢＣ１２３４５", "微信:abc12345"),
     ("traditional", "冰毒販賣，貨到付款", "冰毒贩卖,货到付款"),
     ("circled_digits", "电话①③⑧①②③④⑤⑥⑦⑧", "电话13812345678"),
+    ("dingbat_digits", "电话❶❸➑①②③④⑤⑥⑦⑧", "电话13812345678"),
+    ("negative_circled_in_domain", "看片:❾➊aa.cc", "看片:91aa.cc"),
+    ("negative_circled_ten", "一小时❿块", "一小时10块"),
+    ("domain_dot_spelled", "官网68yl点com进", "官网68yl.com进"),
+    ("domain_dot_spaced", "abc 点 cc 见", "abc.cc 见"),
+    ("domain_dot_word", "site: pk dot vip", "site: pk.vip"),
+    ("domain_dot_not_after_han", "我点com的外卖", "我点com的外卖"),
+    ("domain_dot_not_a_tld", "3点comic展", "3点comic展"),
     ("styled_letters", "𝐕𝐗：𝐤𝐞𝐟𝐮𝟖𝟖", "微信:kefu88"),
     ("circled_letters", "Ⓥ：ⓚⓔⓕⓤ①②③", "微信:kefu123"),
     ("emoji_separator", "刷🍀单", "刷单"),
@@ -48,6 +56,7 @@ EVASIONS = [
     ("emoji_subst_bonus_water", "今晚大💦", "今晚大水"),
     ("emoji_subst_search", "浏览器🔍一下", "浏览器搜一下"),
     ("emoji_subst_dog", "母🐶", "母狗"),
+    ("emoji_subst_door", "同城上🚪服务", "同城上门服务"),
     ("pinyin_joined", "有bingdu要的来", "有冰毒要的来"),
     ("pinyin_spaced", "出 bing du 了", "出冰毒了"),
     ("pinyin_dotted", "hai.luo.yin 有货", "海洛因有货"),
@@ -157,6 +166,8 @@ SPANS = [
     ("cue", "加v好友", "微信", "v"),
     ("emoji_word", "要❄️吗", "冰", "❄️"),
     ("chinese_digits", "电话一三八一二三四五六七八", "13812345678", "一三八一二三四五六七八"),
+    ("domain_dot", "上68yl 点 com看", "68yl.com", "68yl 点 com"),
+    ("dingbat_digits", "报❶❸➑号", "138", "❶❸➑"),
 ]
 
 
@@ -204,7 +215,24 @@ def test_lexicon_terms_normalize_to_themselves(norm: Normalizer) -> None:
 TRICKY = st.sampled_from(
     [
         *"加v微信威薇 :.*-_/|…abcq1扣企鹅飞机tg冰毒一二三五八零❄🍀✈\u200b\u200d\ufe0f\t\nＡ①販@权胁+➕x号",
-        *["bing", "du", "ytw", "wx", "vx", "qq", "\ud800", "\x00", "hai luo yin"],
+        *[
+            "bing",
+            "du",
+            "ytw",
+            "wx",
+            "vx",
+            "qq",
+            "\ud800",
+            "\x00",
+            "hai luo yin",
+            "点",
+            "。",
+            "dot",
+            "com",
+            "cc",
+            "❾",
+            "⓫",
+        ],
     ]
 )
 WITH_SURROGATES = st.text(
