@@ -1,10 +1,10 @@
 /* classifier._native: the per-message numeric core of classifier.model.FastScorer, compiled.
  *
- * Scorer(rows, intercept, tf, n_classes, word_map, pair_map, char_map, contact_map,
- *        word_hi, char_lo, char_hi) is built once per loaded model; Scorer.score(words, text,
- * contacts) does, in one call, what FastScorer._counted and FastScorer._score do in Python: the
- * vocabulary columns of the word n-grams, character n-grams and contact tokens (unique, in order
- * of first appearance), sublinear tf x idf, the L2 norm of each vectorizer's part, the dot with the
+ * Scorer(rows, intercept, tf, n_classes, word_map, pair_map, char_map, contact_map, word_hi,
+ *        char_lo, char_hi[, sound_map, sound_ids, syllables, sound_lo, sound_hi]) is built once per
+ * loaded model; Scorer.score(words, text, contacts) does, in one call, what FastScorer._counted
+ * and FastScorer._score do in Python: the vocabulary columns of the word n-grams, character
+ * n-grams, contact tokens and sound n-grams (unique, in order of first appearance), sublinear tf x idf, the L2 norm of each vectorizer's part, the dot with the
  * coefficient rows, the intercept and the softmax (a sigmoid for a binary model). The result keeps
  * the columns and values so that Scored.top(class, k) can rank the features that pushed hardest
  * toward a label the way FastScorer._top does (value x weight descending, ties in order of first
@@ -14,11 +14,13 @@
  * already caches); word bigrams in a table keyed by the two tokens' hashes, checked against the
  * tokens themselves (no "a b" string built); character n-grams (at most 3 code points) in a table
  * keyed by the code points + 1 packed 21 bits each, which holds every gram exactly (U+0000, U+FFFF,
- * lone surrogates and astral characters included).
+ * lone surrogates and astral characters included); sound n-grams the same way over token ids (a
+ * Han character's toneless syllable: one letter as that letter, longer ones 0x110000 + an index;
+ * any other character its code point), so "啊" and "a" are one token, as in the vectorizer.
  *
  * Everything a call needs lives in per-call memory, the Scorer is not changed after it is built,
- * and the GIL is held throughout (no Python code runs: every key is an exact str), so calls from
- * several threads are safe. Every index read from Python (dict values) is bounds-checked.
+ * and the GIL is held throughout (the tokens are copied into tuples first, so not even a map key's
+ * own __eq__ can free them mid-call), so calls from several threads are safe. Every index read from Python (dict values) is bounds-checked.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

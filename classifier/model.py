@@ -476,6 +476,10 @@ class FastScorer:
     integer keys, code points + 1 packed 21 bits each, found with one `searchsorted` in the
     sorted vocabulary keys: a handful of numpy calls per message instead of a string slice and
     a dict lookup per n-gram. A test holds the result equal to `predict_proba` to 1e-9.
+
+    All of that, and the top features, is done in one call of the compiled scorer
+    (classifier/_native.c) where it is built; the Python above is the fallback (`native=False`,
+    QINGLANG_NATIVE=0, or no C compiler at install), and tests hold the two to identical verdicts.
     """
 
     def __init__(
