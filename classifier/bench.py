@@ -59,7 +59,9 @@ def run_bench(
     clf = classifier.load(model)
     clf.classify("加微信了解一下")  # first call builds the lazy parts (tokenizer dictionary)
     load_s = time.perf_counter() - t0
-    log(f"model {clf.version} loaded in {load_s:.2f} s")
+    # Which scorer ran: the compiled one (classifier._native) unless it is not built or QINGLANG_NATIVE=0.
+    scorer = "native" if clf.scorer.native else "python"
+    log(f"model {clf.version} loaded in {load_s:.2f} s ({scorer} scorer)")
     msgs = sample_messages(count)
     for t in msgs[:200]:
         clf.classify(t)
@@ -77,6 +79,7 @@ def run_bench(
     figures = {
         "bench": "classify",
         "model_version": clf.version,
+        "scorer": scorer,
         "messages": len(msgs),
         "mean_chars": round(sum(map(len, msgs)) / len(msgs), 1),
         "msgs_per_s": round(len(msgs) / total, 1),

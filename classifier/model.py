@@ -396,7 +396,7 @@ class _GramKeys(NamedTuple):
     masks: np.ndarray  # (number of lengths, 1)
 
 
-def _gram_keys(grams: Sequence[str], cols: Sequence[int], lo: int, hi: int) -> _GramKeys | None:
+def _gram_keys(grams: Sequence[str], cols: Iterable[int], lo: int, hi: int) -> _GramKeys | None:
     """The key table of `grams` (strings of 1-3 characters) and their columns; None when the
     vectorizer makes longer n-grams (3 x 16 bits fit an int64; those use the dict)."""
     if not 1 <= lo <= hi <= 3:
@@ -440,6 +440,23 @@ def _sound_codes() -> tuple[dict[str, str], dict[int, str]]:
     return code, {cp: code.get(v, v) for cp, v in table.items()}
 
 
+@functools.lru_cache(maxsize=1)
+def _sound_ids() -> tuple[np.ndarray, dict[str, int]]:
+    """The sound tokens as integers, for the compiled scorer: per BMP code point its token (a Han
+    character's syllable; any other character itself), and per syllable of two or more letters its
+    integer. A one-letter syllable is that letter's code point (as a token it is the letter, like
+    "a" in the text); a longer one is 0x110000 + its index, above every code point."""
+    code, trans = _sound_codes()
+    syllables = {name: 0x110000 + ord(c) - _SOUND_CODES for name, c in code.items()}
+    by_code = {c: syllables[name] for name, c in code.items()}
+    ids = np.arange(0x10000, dtype=np.uint32)
+    cps = np.fromiter(trans.keys(), dtype=np.intp, count=len(trans))
+    ids[cps] = np.fromiter(
+        (by_code.get(t, ord(t[0])) for t in trans.values()), dtype=np.uint32, count=len(trans)
+    )
+    return ids, syllables
+
+
 class _Scored(NamedTuple):
     """One text scored: probabilities in class order, and for each feature found (unique
     columns in order of first appearance) its value and its row of coefficients."""
@@ -459,6 +476,10 @@ class FastScorer:
     integer keys, code points + 1 packed 21 bits each, found with one `searchsorted` in the
     sorted vocabulary keys: a handful of numpy calls per message instead of a string slice and
     a dict lookup per n-gram. A test holds the result equal to `predict_proba` to 1e-9.
+
+    All of that, and the top features, is done in one call of the compiled scorer
+    (classifier/_native.c) where it is built; the Python above is the fallback (`native=False`,
+    QINGLANG_NATIVE=0, or no C compiler at install), and tests hold the two to identical verdicts.
     """
 
     def __init__(
@@ -470,6 +491,7 @@ class FastScorer:
         vocabs: Mapping[str, Sequence[str]],  # per vectorizer, terms in column order
         words: Sequence[str],
         params: ModelParams,
+        native: bool | None = None,
     ) -> None:
         self.classes = tuple(classes)
         self.coef = np.ascontiguousarray(coef, dtype=np.float64)
@@ -522,17 +544,66 @@ class FastScorer:
         # tokens without a space, i.e. text without whitespace; bigrams of other text are joined.
         # The tuples hold the unigram keys' own strings where there are some (RSS +1.9 MB, not +5.2).
         one = {t: t for t in self.maps["word"] if " " not in t}
-        self._pair_get = {
+        pairs = {
             (one.get(a, a), one.get(b, b)): j
             for t, j in self.maps["word"].items()
             if t.count(" ") == 1
             for a, b in [t.split(" ")]
-        }.get
+        }
+        self._pair_get = pairs.get
         self._contact_get = self.maps["contact"].get
         # 1 + log(count) for counts up to _TF_TABLE, computed by np.log as the fallback does.
         self._tf = np.log(np.arange(_TF_TABLE + 1, dtype=np.float64).clip(1.0)) + 1.0
         self._intercept = self.intercept.tolist()
         self._char_table = _gram_keys(list(self.maps["char"]), self.maps["char"].values(), *self._char_range)
+        self._native = self._native_scorer(native, pairs)
+
+    def _native_scorer(self, native: bool | None, pairs: dict[tuple[str, str], int]) -> Any:
+        """The compiled scorer (classifier._native) for this model, or None for the pure-Python one:
+        `native` None uses it when it is built and QINGLANG_NATIVE is not 0, True insists on it,
+        False never uses it. Models with n-gram ranges it does not do (words beyond (1, 2), character
+        n-grams beyond 3) always get the Python scorer."""
+        if native is False or (native is None and not native_enabled()):
+            return None
+        mod = _native_module()
+        if mod is None:
+            if native:
+                raise ModelError("classifier._native is not built (pip install . needs a C compiler)")
+            return None
+        (w_lo, w_hi), (c_lo, c_hi) = self._word_range, self._char_range
+        # the sound vectorizer counts when it has terms and a range (as in _sound_cols_of)
+        s_lo, s_hi = self._sound_range if self.maps["sound"] and self._sound_range is not None else (0, 0)
+        if not (w_lo == 1 and w_hi in (1, 2) and 1 <= c_lo <= c_hi <= 3 and 0 <= s_lo <= s_hi <= 3):
+            if native:
+                raise ModelError(
+                    "classifier._native does not do n-gram ranges "
+                    f"{self._word_range}, {self._char_range}, {self._sound_range}"
+                )
+            return None
+        sound_ids, syllables = _sound_ids() if s_hi else (None, {})
+        return mod.Scorer(
+            self._rows,
+            self._intercept,
+            self._tf.tolist(),
+            len(self.classes),
+            self.maps["word"],
+            pairs,
+            self.maps["char"],
+            self.maps["contact"],
+            w_hi,
+            c_lo,
+            c_hi,
+            sound_map=self.maps["sound"] if s_hi else {},
+            sound_ids=sound_ids,
+            syllables=syllables,
+            sound_lo=s_lo,
+            sound_hi=s_hi,
+        )
+
+    @property
+    def native(self) -> bool:
+        """Whether this scorer uses the compiled core (classifier._native)."""
+        return self._native is not None
 
     def name(self, col: int) -> str:
         """The feature in column `col`, as "word:...", "char:...", "contact:..." or "sound:..."."""
@@ -641,7 +712,22 @@ class FastScorer:
             n_hits += len(sounds)
         return cnt, bounds, n_hits
 
-    def _score(self, text: str, contacts: Sequence[Any] | None) -> _Scored:
+    def _score(self, text: str, contacts: Sequence[Any] | None) -> Any:
+        """`text` scored: a _Scored, or the compiled scorer's equivalent (probs, top(), cols, vals)."""
+        if self._native is not None:
+            # The same pieces _counted feeds its counting: rjieba's tokens of the text (whitespace
+            # tokens are dropped in C), the text (whitespace dropped in C) and the contact tokens.
+            cut = self._words._cut or self._words._build()
+            if not self.maps["contact"]:
+                tokens = []
+            elif contacts is None:
+                tokens = self._contacts(text)
+            else:
+                tokens = contact_features(contacts) if contacts else []
+            return self._native.score(cut(text), text, tokens)
+        return self._score_python(text, contacts)
+
+    def _score_python(self, text: str, contacts: Sequence[Any] | None) -> _Scored:
         cnt, bounds, n_hits = self._counted(text, contacts)
         n = len(cnt)
         if not n:
@@ -688,21 +774,34 @@ class FastScorer:
         """Column indices and TF-IDF values (each vectorizer L2-normalized) of `text`;
         `contacts`: extract_contacts(text) when the caller has it already."""
         s = self._score(text, contacts)
-        return s.cols, s.vals
+        if type(s) is _Scored:
+            return s.cols, s.vals
+        return np.array(s.cols, dtype=np.intp), np.array(s.vals, dtype=np.float64)
 
     def proba(
         self, text: str, contacts: Sequence[Any] | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(probabilities in `classes` order, columns, values)."""
         s = self._score(text, contacts)
-        return np.array(s.probs), s.cols, s.vals
+        if type(s) is _Scored:
+            return np.array(s.probs), s.cols, s.vals
+        return np.array(s.probs), np.array(s.cols, dtype=np.intp), np.array(s.vals, dtype=np.float64)
 
     def top_features(self, cols: np.ndarray, vals: np.ndarray, label: str, k: int = 5) -> list[dict]:
         """The k features that pushed hardest toward `label` (value x weight)."""
         cols = np.asarray(cols, dtype=np.intp)
         return self._top(_Scored([], cols, vals, self.coef[cols]), label, k)
 
-    def _top(self, s: _Scored, label: str, k: int = 5) -> list[dict]:
+    def _top(self, s: Any, label: str, k: int = 5) -> list[dict]:
+        if type(s) is not _Scored:  # the compiled scorer's: it ranks, we name and round
+            names = self._names
+            out = []
+            for col, x in s.top(self.classes.index(label), k):
+                name = names.get(col)
+                if name is None:
+                    name = names[col] = self.name(col)
+                out.append({"feature": name, "weight": _round4(x)})
+            return out
         if not len(s.cols):
             return []
         ci = self.classes.index(label)
@@ -727,6 +826,20 @@ class FastScorer:
                 name = names[col] = self.name(col)
             out.append({"feature": name, "weight": _round4(x)})
         return out
+
+
+def native_enabled() -> bool:
+    """False when QINGLANG_NATIVE is 0 (or false/no/off): the pure-Python scorer, built or not."""
+    return os.environ.get("QINGLANG_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _native_module() -> Any:
+    """classifier._native, or None where it was not built (no C compiler at install)."""
+    try:
+        from classifier import _native
+    except ImportError:
+        return None
+    return _native
 
 
 def _round4(x: float) -> float:
@@ -1322,8 +1435,9 @@ def params_from_dict(d: Mapping[str, Any]) -> ModelParams:
     return replace(ModelParams(), **kw)
 
 
-def load(path: str | Path | None = None) -> Classifier:
-    """Load a model directory (default: the model shipped in classifier/default_model/)."""
+def load(path: str | Path | None = None, *, native: bool | None = None) -> Classifier:
+    """Load a model directory (default: the model shipped in classifier/default_model/); `native`:
+    use the compiled scorer (None: when built and QINGLANG_NATIVE is not 0; see FastScorer)."""
     d = Path(path) if path is not None else DEFAULT_MODEL_DIR
     sidecar = read_sidecar(d)
     vocab = json.loads(_verified(d, sidecar, VOCAB_FILE).read_text(encoding="utf-8"))
@@ -1338,6 +1452,7 @@ def load(path: str | Path | None = None) -> Classifier:
         vocab["vocabs"],
         vocab["words"],
         params,
+        native,
     )
     th = sidecar["thresholds"]
     return Classifier(
@@ -1351,8 +1466,8 @@ def load(path: str | Path | None = None) -> Classifier:
     )
 
 
-def from_result(result: TrainResult) -> Classifier:
-    """A Classifier straight from a training result (no files)."""
+def from_result(result: TrainResult, *, native: bool | None = None) -> Classifier:
+    """A Classifier straight from a training result (no files); `native` as in `load`."""
     arrays, vocabs = fast_arrays(result.pipeline)
     scorer = FastScorer(
         result.classes,
@@ -1362,6 +1477,7 @@ def from_result(result: TrainResult) -> Classifier:
         vocabs,
         result.words,
         result.params,
+        native,
     )
     return Classifier(
         scorer,
