@@ -191,7 +191,7 @@ def train_cmd(
     if background is not None:
         gen = replace(gen, background=background)
     extra = _feedback_examples(feedback_url) if feedback_url else []
-    stages = ["generating examples", "fitting", "choosing thresholds", "refitting", "saving"]
+    stages = ["generating examples", "vectorizing", "fitting", "choosing thresholds", "saving"]
     t0 = time.perf_counter()
     with (
         _quiet_stdout(),

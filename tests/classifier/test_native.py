@@ -205,9 +205,8 @@ def _synthetic(n_out: int, native: bool, *, ties: bool = False) -> m.FastScorer:
         idf[:] = 2.0
     classes = ("ok", "drug") if n_out == 1 else ("ok", "drug", "fraud")[:n_out]
     vocabs = {"word": _WORD_VOCAB, "char": _CHAR_VOCAB, "contact": _CONTACT_VOCAB, "sound": _SOUND_VOCAB}
-    return m.FastScorer(
-        classes, coef, rng.normal(size=n_out), idf, vocabs, ["加微信"], m.ModelParams(), native
-    )
+    params = m.ModelParams(sound_ngrams=(2, 3))  # whatever the default: the vocabulary has trigrams ("5 5 5")
+    return m.FastScorer(classes, coef, rng.normal(size=n_out), idf, vocabs, ["加微信"], params, native)
 
 
 _SYNTHETIC_TEXTS = [
