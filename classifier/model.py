@@ -425,6 +425,10 @@ def _keyed_cols(table: _GramKeys, s: str, units: bytes) -> list[int]:
     return table.cols.take(idx)[_equal(table.keys.take(idx), keys)].tolist()
 
 
+def _split_space(term: str) -> list[str]:
+    return term.split(" ")
+
+
 _SOUND_CODES = 0xE000  # syllables of two or more letters as private-use characters from here
 _SOUND_CODE_RE = re.compile("[\ue000-\ue3ff]")  # such a character in the text itself
 
@@ -526,10 +530,13 @@ class FastScorer:
             code, self._sound_trans = _sound_codes()
             # each term ("jian zhi 5") as the string of the characters that stand for its tokens;
             # a term with a stand-in character of its own is found by name only (see below)
+            terms = self.maps["sound"]
+            if _SOUND_CODE_RE.search("".join(terms)) is not None:  # seldom: filter term by term
+                terms = {t: j for t, j in terms.items() if _SOUND_CODE_RE.search(t) is None}
+            # map(code.get, tokens, tokens): code.get(t, t) without a Python frame per token (load)
             coded = {
-                "".join(code.get(t, t) for t in term.split(" ")): j
-                for term, j in self.maps["sound"].items()
-                if _SOUND_CODE_RE.search(term) is None
+                "".join(map(code.get, ts, ts)): j
+                for ts, j in zip(map(_split_space, terms), terms.values(), strict=True)
             }
             self._sound_keys = _gram_keys(list(coded), coded.values(), *self._sound_range)
         # One row per column: idf, then the coefficients. Both are read for every feature of a
