@@ -524,21 +524,6 @@ class FastScorer:
             raise ModelError("character vocabulary is not space-joined single characters")
         self._sound_range = None if params.sound_ngrams is None else tuple(params.sound_ngrams)
         self._sound_get = self.maps["sound"].get
-        self._sound_keys: _GramKeys | None = None
-        self._sound_trans: dict[int, str] = {}
-        if self.maps["sound"] and self._sound_range is not None:
-            code, self._sound_trans = _sound_codes()
-            # each term ("jian zhi 5") as the string of the characters that stand for its tokens;
-            # a term with a stand-in character of its own is found by name only (see below)
-            terms = self.maps["sound"]
-            if _SOUND_CODE_RE.search("".join(terms)) is not None:  # seldom: filter term by term
-                terms = {t: j for t, j in terms.items() if _SOUND_CODE_RE.search(t) is None}
-            # map(code.get, tokens, tokens): code.get(t, t) without a Python frame per token (load)
-            coded = {
-                "".join(map(code.get, ts, ts)): j
-                for ts, j in zip(map(_split_space, terms), terms.values(), strict=True)
-            }
-            self._sound_keys = _gram_keys(list(coded), coded.values(), *self._sound_range)
         # One row per column: idf, then the coefficients. Both are read for every feature of a
         # message, and one gather of adjacent numbers costs less than two (cache misses).
         self._rows = np.ascontiguousarray(np.column_stack([self.idf, self.coef]))
@@ -564,8 +549,35 @@ class FastScorer:
         # 1 + log(count) for counts up to _TF_TABLE, computed by np.log as the fallback does.
         self._tf = np.log(np.arange(_TF_TABLE + 1, dtype=np.float64).clip(1.0)) + 1.0
         self._intercept = self.intercept.tolist()
-        self._char_table = _gram_keys(list(self.maps["char"]), self.maps["char"].values(), *self._char_range)
         self._native = self._native_scorer(native, pairs)
+
+    # The key tables of the pure-Python scorer, built on its first use: the compiled scorer keeps
+    # its own, and building these cost a loaded model ~0.1 s it did not need.
+
+    @functools.cached_property
+    def _char_table(self) -> _GramKeys | None:
+        return _gram_keys(list(self.maps["char"]), self.maps["char"].values(), *self._char_range)
+
+    @functools.cached_property
+    def _sound_trans(self) -> dict[int, str]:
+        return _sound_codes()[1]
+
+    @functools.cached_property
+    def _sound_keys(self) -> _GramKeys | None:
+        if not self.maps["sound"] or self._sound_range is None:
+            return None
+        code = _sound_codes()[0]
+        # each term ("jian zhi 5") as the string of the characters that stand for its tokens;
+        # a term with a stand-in character of its own is found by name only (_sound_cols_of)
+        terms = self.maps["sound"]
+        if _SOUND_CODE_RE.search("".join(terms)) is not None:  # seldom: filter term by term
+            terms = {t: j for t, j in terms.items() if _SOUND_CODE_RE.search(t) is None}
+        # map(code.get, tokens, tokens): code.get(t, t) without a Python frame per token
+        coded = {
+            "".join(map(code.get, ts, ts)): j
+            for ts, j in zip(map(_split_space, terms), terms.values(), strict=True)
+        }
+        return _gram_keys(list(coded), coded.values(), *self._sound_range)
 
     def _native_scorer(self, native: bool | None, pairs: dict[tuple[str, str], int]) -> Any:
         """The compiled scorer (classifier._native) for this model, or None for the pure-Python one:
