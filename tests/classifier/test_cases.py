@@ -60,6 +60,12 @@ CASES = [
     ("小黄片一部两块，十部打包十五", "flag:obscene", "per-clip price offer"),
     ("快猫破解版，永久会员，要的加我", "flag:obscene", "porn app resold as a cracked build"),
     ("居家富叶，手机操作，日洁两三百", "flag:fraud", "side-job pitch spelled with homophones"),
+    # sound-alike characters the generator's homophone table does not list (煎, 伽, 囿, 兵独); the
+    # stop-12 model, without sound n-grams, passed the 兵独 line (0.657 against its review 0.66)
+    ("诚招煎职，日洁两百，伽薇信", "flag:fraud", "煎职 / 伽 sound as 兼职 / 加"),
+    ("囿意的私我，副叶一天三百", "flag:fraud", "囿意 sounds as 有意"),
+    ("兵独出货，同城配送", "flag:drug", "兵独 sounds as 冰毒"),
+    ("这个剪纸作品简直太美了", "pass", "简直 sounds as 兼职: the sound alone is no sign"),
     ("帮忙接验证码，一个给30，当天结", "flag:fraud", "paid phone chore (SIM and code farming)"),
     ("炸金花开房了，一块一分，微信上下分", "flag:gambling", "card table with money stakes"),
     ("新网址 bet88点cc，注册就送38", "flag:gambling", "domain spelled with 点 to dodge link filters"),
