@@ -1,12 +1,12 @@
 """Text normalization against evasive spelling, with a map back to the original text.
 
 Steps, in order (tables in classifier/data/normalize.toml):
- 1. per character: NFKC (and the styled digits it leaves, ❶ ➀ ⓵ -> 1), lowercase, OpenCC t2s,
-    emoji used as words -> words; format, control, surrogate and combining characters dropped;
-    any whitespace -> " ". Iterated to a fixpoint
-    per character and cached. t2s is applied one character at a time: the length is kept by
-    construction and the result cannot depend on neighbours (at the price of phrase-level
-    conversions such as 乾隆, which become 干隆).
+ 1. per character: NFKC (and the styled digits and letters it leaves, ❶ ➀ ⓵ -> 1, 🅐 🅰 -> a),
+    lowercase, OpenCC t2s, emoji used as words -> words; format, control, surrogate and combining
+    characters dropped; any whitespace -> " ". Iterated to a fixpoint per character and cached.
+    t2s is applied one character at a time: the length is kept by construction and the result
+    cannot depend on neighbours (at the price of phrase-level conversions such as 乾隆, which
+    become 干隆).
  2. chat-app emoticon codes pasted as text ("/玫瑰", "[em]e400105[/em]", "[捂脸]") -> a space;
     separator runs between two Han characters removed ("冰 . 毒" -> "冰毒"); other whitespace
     runs -> one space.
@@ -183,6 +183,13 @@ class _CharMap(dict[int, str]):
             value = unicodedata.numeric(ch, -1.0)
             if value.is_integer() and 0 <= value <= 20:
                 return str(int(value))
+        if "\U0001f150" <= ch <= "\U0001f189":
+            # and the styled letters it leaves (negative circled and squared 🅐 🅰 🅾): "T🅾🅿" in a domain
+            name = unicodedata.name(ch, "")
+            if name.startswith(
+                ("NEGATIVE CIRCLED LATIN CAPITAL LETTER ", "NEGATIVE SQUARED LATIN CAPITAL LETTER ")
+            ):
+                return name[-1].lower()
         if _is_han(ch):
             try:
                 conv = _t2s().convert(ch)

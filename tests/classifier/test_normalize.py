@@ -38,6 +38,7 @@ EVASIONS = [
     ("dingbat_digits", "电话❶❸➑①②③④⑤⑥⑦⑧", "电话13812345678"),
     ("negative_circled_in_domain", "看片:❾➊aa.cc", "看片:91aa.cc"),
     ("negative_circled_ten", "一小时❿块", "一小时10块"),
+    ("negative_styled_letters", "官网🅣🅞🅟.cc 和 T🅾🅿.vip", "官网top.cc 和 top.vip"),
     ("domain_dot_spelled", "官网68yl点com进", "官网68yl.com进"),
     ("domain_dot_spaced", "abc 点 cc 见", "abc.cc 见"),
     ("domain_dot_word", "site: pk dot vip", "site: pk.vip"),
