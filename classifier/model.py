@@ -126,7 +126,8 @@ class ModelParams:
     # macro-F1 0.820 / 0.819). Then ordinary work and its pay (riders' orders, "一天能挣…") and honest
     # in-person gigs: 0.66 / 0.67 (dev 1.0% / 0.8%, 0.821 / 0.812). Sound n-grams (sound_ngrams): 3.7%
     # gives 0.61 on both seeds (dev 0.7% / 1.0%, macro-F1 0.825 / 0.822); the written benign probes
-    # flag as many there (13 of 371) as the model before did at 0.66 (12).
+    # flag as many there (13 of 371) as the model before did at 0.66 (12). Sound bigrams only: 0.62,
+    # then 0.61 with the styled letters (dev 0.7%, macro-F1 0.821 / 0.822; probes 9 of 371 at 0.61).
     review_target_background: float = 0.01
     review_target_shapes: float = 0.037
     delete_target_background: float = 0.002
