@@ -101,3 +101,80 @@ def run_bench(
         train(load_seeds())
         figures["train_s"] = round(time.perf_counter() - t1, 1)
     return figures
+
+
+def same_sound_swaps(texts: list[str], common: list[str], rate: float, seed: int) -> list[str]:
+    """Each text with every Han character in `common` swapped, with probability `rate`, for another
+    character of `common` with the same toneless syllable (features.sound_table): a homophone
+    evasion nobody wrote a table for. Deterministic for a seed."""
+    from classifier.features import sound_table
+
+    table = sound_table()
+    by_sound: dict[str, list[str]] = {}
+    for ch in common:
+        by_sound.setdefault(table[ord(ch)], []).append(ch)
+    rng = random.Random(seed)
+    out = []
+    for text in texts:
+        chars = []
+        for ch in text:
+            others = [c for c in by_sound.get(table.get(ord(ch), ""), ()) if c != ch]
+            chars.append(rng.choice(others) if others and rng.random() < rate else ch)
+        out.append("".join(chars))
+    return out
+
+
+def run_evasion_bench(
+    model: str | None = None,
+    *,
+    per_category: int = 300,
+    rate: float = 0.3,
+    seed: int = 99,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Share of generated solicitations (generator seed `seed`; the shipped model was trained on seed 0)
+    flagged as written, and with their characters swapped for same-sound ones (`same_sound_swaps`)."""
+    from collections import Counter
+
+    import classifier
+    from classifier.generate import GeneratorConfig, generate, training_corpus
+    from classifier.seeds import load_seeds
+
+    clf = classifier.load(model)
+    seeds = load_seeds()
+    # characters the generator writes often (20+ times in the training corpus): the swaps stay
+    # within ordinary characters instead of rare ones no chat would use
+    counts = Counter(ch for e in training_corpus(seeds, GeneratorConfig(), ()) for ch in e.text)
+    from classifier.features import sound_table
+
+    table = sound_table()
+    common = sorted(
+        ch for ch, n in counts.items() if n >= 20 and "\u4e00" <= ch <= "\u9fff" and ord(ch) in table
+    )
+    cfg = GeneratorConfig(seed=seed, per_category=per_category, ok_templated=10, background=0)
+    bad = [e for e in generate(seeds, cfg, background=False) if e.label in clf.categories]
+    swapped = same_sound_swaps([e.text for e in bad], common, rate, seed)
+    log(f"model {clf.version}: {len(bad)} generated solicitations, {len(common)} common characters")
+    figures: dict = {
+        "bench": "evasion",
+        "model_version": clf.version,
+        "messages": len(bad),
+        "swap_rate": rate,
+    }
+    for name, texts in (("written", [e.text for e in bad]), ("same_sound", swapped)):
+        flagged = [clf.classify(t, reasons="flagged").action != "pass" for t in texts]
+        figures[f"flagged_{name}"] = round(sum(flagged) / len(flagged), 4)
+        for cat in clf.categories:
+            mine = [f for f, e in zip(flagged, bad, strict=True) if e.label == cat]
+            if mine:
+                figures[f"flagged_{name}_{cat}"] = round(sum(mine) / len(mine), 4)
+    figures["changed_characters"] = round(
+        sum(
+            a != b
+            for t, s in zip([e.text for e in bad], swapped, strict=True)
+            for a, b in zip(t, s, strict=True)
+        )
+        / max(1, sum(len(e.text) for e in bad)),
+        4,
+    )
+    return figures

@@ -297,9 +297,41 @@ def bench_classify(model: str | None, count: int, measure_train: bool) -> None:
     click.echo(json.dumps(figures, ensure_ascii=False))
 
 
+@click.command("evasion")
+@click.option(
+    "--model",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Model directory (default: shipped model).",
+)
+@click.option(
+    "--per-category", type=int, default=300, show_default=True, help="Generated solicitations per category."
+)
+@click.option(
+    "--rate", type=float, default=0.3, show_default=True, help="Chance that a Han character is swapped."
+)
+@click.option(
+    "--seed", type=int, default=99, show_default=True, help="Generator and swap seed (the model trains on 0)."
+)
+def bench_evasion(model: str | None, per_category: int, rate: float, seed: int) -> None:
+    """Solicitations flagged as written and with characters swapped for same-sound ones (homophones)."""
+    from classifier.bench import run_evasion_bench
+
+    with _quiet_stdout():
+        figures = run_evasion_bench(
+            model, per_category=per_category, rate=rate, seed=seed, log=lambda s: click.echo(s, err=True)
+        )
+    click.echo("qinglang bench evasion")
+    for key, value in figures.items():
+        if key.startswith("flagged_") or key == "changed_characters":
+            click.echo(f"  {key:<28} {100 * value:.1f}%")
+    click.echo(json.dumps(figures, ensure_ascii=False))
+
+
 def register(main: click.Group, bench: click.Group) -> None:
     """Attach this area's commands to the top-level group and the bench group."""
     main.add_command(classify_cmd)
     main.add_command(train_cmd)
     main.add_command(eval_cmd)
     bench.add_command(bench_classify)
+    bench.add_command(bench_evasion)
