@@ -137,6 +137,7 @@ def run_evasion_bench(
     from collections import Counter
 
     import classifier
+    from classifier.features import sound_table
     from classifier.generate import GeneratorConfig, generate, training_corpus
     from classifier.seeds import load_seeds
 
@@ -145,15 +146,14 @@ def run_evasion_bench(
     # characters the generator writes often (20+ times in the training corpus): the swaps stay
     # within ordinary characters instead of rare ones no chat would use
     counts = Counter(ch for e in training_corpus(seeds, GeneratorConfig(), ()) for ch in e.text)
-    from classifier.features import sound_table
-
     table = sound_table()
     common = sorted(
         ch for ch, n in counts.items() if n >= 20 and "\u4e00" <= ch <= "\u9fff" and ord(ch) in table
     )
     cfg = GeneratorConfig(seed=seed, per_category=per_category, ok_templated=10, background=0)
     bad = [e for e in generate(seeds, cfg, background=False) if e.label in clf.categories]
-    swapped = same_sound_swaps([e.text for e in bad], common, rate, seed)
+    written = [e.text for e in bad]
+    swapped = same_sound_swaps(written, common, rate, seed)
     log(f"model {clf.version}: {len(bad)} generated solicitations, {len(common)} common characters")
     figures: dict = {
         "bench": "evasion",
@@ -161,20 +161,13 @@ def run_evasion_bench(
         "messages": len(bad),
         "swap_rate": rate,
     }
-    for name, texts in (("written", [e.text for e in bad]), ("same_sound", swapped)):
+    for name, texts in (("written", written), ("same_sound", swapped)):
         flagged = [clf.classify(t, reasons="flagged").action != "pass" for t in texts]
         figures[f"flagged_{name}"] = round(sum(flagged) / len(flagged), 4)
         for cat in clf.categories:
             mine = [f for f, e in zip(flagged, bad, strict=True) if e.label == cat]
             if mine:
                 figures[f"flagged_{name}_{cat}"] = round(sum(mine) / len(mine), 4)
-    figures["changed_characters"] = round(
-        sum(
-            a != b
-            for t, s in zip([e.text for e in bad], swapped, strict=True)
-            for a, b in zip(t, s, strict=True)
-        )
-        / max(1, sum(len(e.text) for e in bad)),
-        4,
-    )
+    changed = sum(a != b for t, s in zip(written, swapped, strict=True) for a, b in zip(t, s, strict=True))
+    figures["changed_characters"] = round(changed / max(1, sum(map(len, written))), 4)
     return figures

@@ -60,6 +60,15 @@ def _describe(text: str, v: Any) -> str:
     return "\n".join(lines)
 
 
+# Every command that reads a model takes it the same way.
+_model_option = click.option(
+    "--model",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Model directory (default: shipped model).",
+)
+
+
 @click.command("classify")
 @click.argument("text", required=False)
 @click.option(
@@ -72,12 +81,7 @@ def _describe(text: str, v: Any) -> str:
     default=None,
     help="Output: readable text (default for TEXT) or one JSON object per input line (default for --file).",
 )
-@click.option(
-    "--model",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Model directory (default: shipped model).",
-)
+@_model_option
 def classify_cmd(text: str | None, infile: Any, fmt: str | None, model: str | None) -> None:
     """Judge TEXT, or every line of --file (JSONL with `text`, or plain text lines)."""
     if (text is None) == (infile is None):
@@ -240,12 +244,7 @@ def train_cmd(
 
 @click.command("eval")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True))
-@click.option(
-    "--model",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Model directory (default: shipped model).",
-)
+@_model_option
 @click.option("--json", "as_json", is_flag=True, help="End with the summary as one JSON line as well.")
 def eval_cmd(file: str, model: str | None, as_json: bool) -> None:
     """Measure the model on FILE (JSONL: text, label, optional source and note)."""
@@ -260,12 +259,7 @@ def eval_cmd(file: str, model: str | None, as_json: bool) -> None:
 
 
 @click.command("classify")
-@click.option(
-    "--model",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Model directory (default: shipped model).",
-)
+@_model_option
 @click.option("-n", "count", type=int, default=5000, show_default=True, help="Messages to classify.")
 @click.option("--train", "measure_train", is_flag=True, help="Also time a full training run (about 40 s).")
 def bench_classify(model: str | None, count: int, measure_train: bool) -> None:
@@ -298,12 +292,7 @@ def bench_classify(model: str | None, count: int, measure_train: bool) -> None:
 
 
 @click.command("evasion")
-@click.option(
-    "--model",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Model directory (default: shipped model).",
-)
+@_model_option
 @click.option(
     "--per-category", type=int, default=300, show_default=True, help="Generated solicitations per category."
 )
