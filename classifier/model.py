@@ -127,7 +127,8 @@ class ModelParams:
     # in-person gigs: 0.66 / 0.67 (dev 1.0% / 0.8%, 0.821 / 0.812). Sound n-grams (sound_ngrams): 3.7%
     # gives 0.61 on both seeds (dev 0.7% / 1.0%, macro-F1 0.825 / 0.822); the written benign probes
     # flag as many there (13 of 371) as the model before did at 0.66 (12). Sound bigrams only: 0.62,
-    # then 0.61 with the styled letters (dev 0.7%, macro-F1 0.821 / 0.822; probes 9 of 371 at 0.61).
+    # then 0.61 with the styled letters (dev 0.7%, macro-F1 0.821 / 0.822; probes 9 of 371 at 0.61);
+    # with Greek and Cyrillic look-alike letters read as Latin (stop 14): 0.61 (dev 0.7%, 0.827).
     review_target_background: float = 0.01
     review_target_shapes: float = 0.037
     delete_target_background: float = 0.002

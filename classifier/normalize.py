@@ -2,7 +2,8 @@
 
 Steps, in order (tables in classifier/data/normalize.toml):
  1. per character: NFKC (and the styled digits and letters it leaves, ❶ ➀ ⓵ -> 1, 🅐 🅰 -> a),
-    lowercase, OpenCC t2s, emoji used as words -> words; format, control, surrogate and combining
+    lowercase, OpenCC t2s, emoji used as words -> words, Greek and Cyrillic look-alikes of Latin
+    letters -> the letters (ν -> v); format, control, surrogate and combining
     characters dropped; any whitespace -> " ". Iterated to a fixpoint per character and cached.
     t2s is applied one character at a time: the length is kept by construction and the result
     cannot depend on neighbours (at the price of phrase-level conversions such as 乾隆, which
@@ -151,9 +152,9 @@ class _Seen:
 class _CharMap(dict[int, str]):
     """str.translate table filled on first sight of each code point (a dict hit afterwards)."""
 
-    def __init__(self, emoji: dict[str, str]) -> None:
+    def __init__(self, words: dict[str, str]) -> None:
         super().__init__()
-        self._emoji = emoji
+        self._words = words  # single characters read as words or letters (emoji, look-alikes)
         self._lock = threading.Lock()
         self.irregular = _Irregular(self)
         self._seen = _Seen(self)
@@ -168,8 +169,8 @@ class _CharMap(dict[int, str]):
         return self._seen_irregular.translate(text)
 
     def _step(self, ch: str) -> str:
-        if ch in self._emoji:
-            return self._emoji[ch]
+        if ch in self._words:
+            return self._words[ch]
         if ch.isspace():
             return " "
         if unicodedata.category(ch) in _DROP_CATEGORIES:
@@ -276,8 +277,9 @@ class Normalizer:
 
     def __init__(self, lexicon: Iterable[str] = ()) -> None:
         tables = load_tables()
-        emoji = {k.replace("\ufe0f", ""): v for k, v in tables["emoji"].items()}
-        self._cmap = _CharMap(emoji)
+        words = {k.replace("\ufe0f", ""): v for k, v in tables["emoji"].items()}
+        words.update(tables["lookalike_letters"])
+        self._cmap = _CharMap(words)
 
         sep = tables["separators"]
         sep_class = _class_from(sep["chars"] + "\u3000", sep["ranges"])

@@ -39,6 +39,9 @@ EVASIONS = [
     ("negative_circled_in_domain", "看片:❾➊aa.cc", "看片:91aa.cc"),
     ("negative_circled_ten", "一小时❿块", "一小时10块"),
     ("negative_styled_letters", "官网🅣🅞🅟.cc 和 T🅾🅿.vip", "官网top.cc 和 top.vip"),
+    ("greek_lookalikes_in_domain", "看片:90aaνν.cc", "看片:90aavv.cc"),
+    ("cyrillic_lookalikes", "官网 ВІР.сс 和 кеfu", "官网 вip.cc 和 kefu"),
+    ("cyrillic_capitals_lowered_first", "САЙТ ОК", "caйт ok"),
     ("domain_dot_spelled", "官网68yl点com进", "官网68yl.com进"),
     ("domain_dot_spaced", "abc 点 cc 见", "abc.cc 见"),
     ("domain_dot_word", "site: pk dot vip", "site: pk.vip"),
@@ -58,6 +61,7 @@ EVASIONS = [
     ("emoji_subst_search", "浏览器🔍一下", "浏览器搜一下"),
     ("emoji_subst_dog", "母🐶", "母狗"),
     ("emoji_subst_door", "同城上🚪服务", "同城上门服务"),
+    ("emoji_subst_brick", "在家搬🧱，日🧱三百", "在家搬砖,日砖三百"),
     ("pinyin_joined", "有bingdu要的来", "有冰毒要的来"),
     ("pinyin_spaced", "出 bing du 了", "出冰毒了"),
     ("pinyin_dotted", "hai.luo.yin 有货", "海洛因有货"),
@@ -216,6 +220,7 @@ def test_lexicon_terms_normalize_to_themselves(norm: Normalizer) -> None:
 TRICKY = st.sampled_from(
     [
         *"加v微信威薇 :.*-_/|…abcq1扣企鹅飞机tg冰毒一二三五八零❄🍀✈\u200b\u200d\ufe0f\t\nＡ①販@权胁+➕x号",
+        *"νсВ🧱",  # look-alike letters, a word emoji
         *[
             "bing",
             "du",
