@@ -128,7 +128,8 @@ class ModelParams:
     # gives 0.61 on both seeds (dev 0.7% / 1.0%, macro-F1 0.825 / 0.822); the written benign probes
     # flag as many there (13 of 371) as the model before did at 0.66 (12). Sound bigrams only: 0.62,
     # then 0.61 with the styled letters (dev 0.7%, macro-F1 0.821 / 0.822; probes 9 of 371 at 0.61);
-    # with Greek and Cyrillic look-alike letters read as Latin (stop 14): 0.61 (dev 0.7%, 0.827).
+    # with Greek and Cyrillic look-alike letters read as Latin (stop 14): 0.61 (dev 0.7%, 0.827); with
+    # letters with diacritics read bare: 0.61 (dev 0.7%, 0.829).
     review_target_background: float = 0.01
     review_target_shapes: float = 0.037
     delete_target_background: float = 0.002

@@ -3,8 +3,9 @@
 Steps, in order (tables in classifier/data/normalize.toml):
  1. per character: NFKC (and the styled digits and letters it leaves, ❶ ➀ ⓵ -> 1, 🅐 🅰 -> a),
     lowercase, OpenCC t2s, emoji used as words -> words, Greek and Cyrillic look-alikes of Latin
-    letters -> the letters (ν -> v); format, control, surrogate and combining
-    characters dropped; any whitespace -> " ". Iterated to a fixpoint per character and cached.
+    letters -> the letters (ν -> v), Latin letters with diacritics -> the bare letters (ī -> i);
+    format, control, surrogate and combining characters dropped; any whitespace -> " ". Iterated
+    to a fixpoint per character and cached.
     t2s is applied one character at a time: the length is kept by construction and the result
     cannot depend on neighbours (at the price of phrase-level conversions such as 乾隆, which
     become 干隆).
@@ -191,6 +192,12 @@ class _CharMap(dict[int, str]):
                 ("NEGATIVE CIRCLED LATIN CAPITAL LETTER ", "NEGATIVE SQUARED LATIN CAPITAL LETTER ")
             ):
                 return name[-1].lower()
+        if "\u00c0" <= ch <= "\u024f" or "\u1e00" <= ch <= "\u1eff":
+            # Latin letters with diacritics (pinyin's tone marks, accents in a domain or an id:
+            # "bīng dú", "miáòzań.com") read as the bare letter, as the marks typed apart are dropped.
+            base = unicodedata.normalize("NFD", ch)
+            if len(base) > 1 and base[0].isascii() and all(unicodedata.combining(c) for c in base[1:]):
+                return base[0]
         if _is_han(ch):
             try:
                 conv = _t2s().convert(ch)

@@ -39,6 +39,8 @@ EVASIONS = [
     ("negative_circled_in_domain", "看片:❾➊aa.cc", "看片:91aa.cc"),
     ("negative_circled_ten", "一小时❿块", "一小时10块"),
     ("negative_styled_letters", "官网🅣🅞🅟.cc 和 T🅾🅿.vip", "官网top.cc 和 top.vip"),
+    ("pinyin_tone_marks", "有bīng dú要的来", "有冰毒要的来"),
+    ("accented_letters_in_domain", "官网Miáòzań。ⅭòM", "官网miaozan.com"),
     ("greek_lookalikes_in_domain", "看片:90aaνν.cc", "看片:90aavv.cc"),
     ("cyrillic_lookalikes", "官网 ВІР.сс 和 кеfu", "官网 вip.cc 和 kefu"),
     ("cyrillic_capitals_lowered_first", "САЙТ ОК", "caйт ok"),
@@ -220,7 +222,7 @@ def test_lexicon_terms_normalize_to_themselves(norm: Normalizer) -> None:
 TRICKY = st.sampled_from(
     [
         *"加v微信威薇 :.*-_/|…abcq1扣企鹅飞机tg冰毒一二三五八零❄🍀✈\u200b\u200d\ufe0f\t\nＡ①販@权胁+➕x号",
-        *"νсВ🧱",  # look-alike letters, a word emoji
+        *"νсВ🧱īÁ",  # look-alike letters, a word emoji, letters with diacritics
         *[
             "bing",
             "du",
