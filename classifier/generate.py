@@ -15,8 +15,9 @@ import random
 import re
 import string
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
+from operator import attrgetter
 from pathlib import Path
 
 from classifier.seeds import SLOT_RE, Seeds
@@ -500,8 +501,12 @@ def dedupe(examples: Iterable[Example]) -> list[Example]:
 
 
 def corpus_bytes(examples: Iterable[Example]) -> bytes:
-    """The corpus as JSONL bytes (the training data that the version hash covers)."""
-    lines = (json.dumps(asdict(ex), ensure_ascii=False, sort_keys=True) for ex in examples)
+    """The corpus as JSONL bytes (the training data that the version hash covers): each example
+    as a JSON object with sorted keys (built directly: asdict copies each example field by field)."""
+    names = sorted(f.name for f in fields(Example))
+    values = attrgetter(*names)
+    dumps = json.JSONEncoder(ensure_ascii=False).encode
+    lines = (dumps(dict(zip(names, values(ex), strict=True))) for ex in examples)
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 

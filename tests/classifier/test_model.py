@@ -409,6 +409,31 @@ def test_one_inseparable_shape_does_not_set_the_threshold() -> None:
     assert capped.review["fraud"] == m.ModelParams().review_floor
 
 
+def _plain_benign_rates(
+    p_bad: np.ndarray, background: np.ndarray, shapes: np.ndarray, t: float, cap: float
+) -> tuple[float, float]:
+    """benign_flag_rates the plain way: a mask per shape name, per threshold."""
+    flagged = p_bad >= t
+    bg = float(flagged[background].mean()) if background.any() else 0.0
+    names = sorted(set(shapes[~background].tolist()))
+    per = [min(cap, float(flagged[~background & (shapes == n)].mean())) for n in names]
+    return bg, (sum(per) / len(per) if per else 0.0)
+
+
+@pytest.mark.parametrize("with_background", [True, False])
+def test_benign_rates_equal_the_plain_count(with_background: bool) -> None:
+    """The grouped count gives the same floats as a mask per shape, at every threshold and cap."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    p_bad = np.round(rng.random(n), 3)  # ties with the grid's thresholds
+    background = rng.random(n) < (0.4 if with_background else 0.0)
+    shapes = np.array([f"s{k}" for k in rng.integers(0, 37, n)], dtype=object)
+    for cap in (0.1, 1.0):
+        rates = m.BenignRates(p_bad, background, shapes, cap)
+        for t in np.round(np.arange(0.0, 1.001, 0.01), 2):
+            assert rates.at(float(t)) == _plain_benign_rates(p_bad, background, shapes, float(t), cap)
+
+
 def _reference_features(scorer: m.FastScorer, text: str) -> tuple[list[int], list[float]]:
     """The fast path's features done the plain way (string n-grams, dict lookups, Python floats):
     what FastScorer computed before its numpy shortcuts; unique columns in order of first
