@@ -284,9 +284,9 @@ class Normalizer:
 
     def __init__(self, lexicon: Iterable[str] = ()) -> None:
         tables = load_tables()
-        words = {k.replace("\ufe0f", ""): v for k, v in tables["emoji"].items()}
-        words.update(tables["lookalike_letters"])
-        self._cmap = _CharMap(words)
+        char_words = {k.replace("\ufe0f", ""): v for k, v in tables["emoji"].items()}
+        char_words.update(tables["lookalike_letters"])
+        self._cmap = _CharMap(char_words)
 
         sep = tables["separators"]
         sep_class = _class_from(sep["chars"] + "\u3000", sep["ranges"])
