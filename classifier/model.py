@@ -273,17 +273,11 @@ def shape_folds(examples: Sequence[Example], folds: int, seed: int) -> list[int]
     return out
 
 
-def benign_flag_rates(
-    p_bad: np.ndarray, background: np.ndarray, shapes: np.ndarray, t: float, cap: float = 1.0
-) -> tuple[float, float]:
-    """(background rate, mean per-shape rate of templated lines, each capped at `cap`) with
-    1 - p(ok) >= t."""
-    return BenignRates(p_bad, background, shapes, cap).at(t)
-
-
 class BenignRates:
-    """benign_flag_rates at many thresholds: the lines are grouped by shape once (a comparison of
-    every shape name against every line, per threshold, took 4 s of a 60 s training run)."""
+    """Held-out benign lines flagged at a threshold: `at(t)` is (background rate, mean per-shape
+    rate of templated lines, each capped at `cap`) with 1 - p(ok) >= t. The lines are grouped by
+    shape once (a comparison of every shape name against every line, per threshold, took 4 s of a
+    60 s training run)."""
 
     def __init__(
         self, p_bad: np.ndarray, background: np.ndarray, shapes: np.ndarray, cap: float = 1.0
@@ -292,8 +286,7 @@ class BenignRates:
         self._bg_p = p_bad[background]
         templated = ~background
         # shape codes in sorted name order, so the per-shape rates are summed in that order
-        _names, codes = np.unique(shapes[templated].astype(str), return_inverse=True)
-        self._codes = codes.reshape(-1)
+        self._codes = np.unique(shapes[templated].astype(str), return_inverse=True)[1].reshape(-1)
         self._counts = np.bincount(self._codes)
         self._p = p_bad[templated]
 

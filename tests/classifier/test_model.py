@@ -412,7 +412,7 @@ def test_one_inseparable_shape_does_not_set_the_threshold() -> None:
 def _plain_benign_rates(
     p_bad: np.ndarray, background: np.ndarray, shapes: np.ndarray, t: float, cap: float
 ) -> tuple[float, float]:
-    """benign_flag_rates the plain way: a mask per shape name, per threshold."""
+    """BenignRates.at the plain way: a mask per shape name, per threshold."""
     flagged = p_bad >= t
     bg = float(flagged[background].mean()) if background.any() else 0.0
     names = sorted(set(shapes[~background].tolist()))
